@@ -1,0 +1,1 @@
+"""Flax modules of AToken and its 3D Gaussian decoder."""

@@ -1,0 +1,85 @@
+"""Small building blocks: norms computed in float32, dense layers with logical axis names, MLP."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = jnp.dtype
+
+
+def dense(features, axes: Sequence[str | None], *, use_bias: bool, dtype, param_dtype,
+          name: str, in_axis: int | tuple[int, ...] = -1,
+          kernel_init=nn.initializers.xavier_uniform()) -> nn.DenseGeneral:
+  """A DenseGeneral whose kernel and bias carry logical axis names.
+
+  `axes` names every kernel dimension: the contracted input dims first, then the output dims.
+  """
+  features = tuple(features) if isinstance(features, (tuple, list)) else (features,)
+  return nn.DenseGeneral(
+      features=features, axis=in_axis, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+      kernel_init=nn.with_logical_partitioning(kernel_init, tuple(axes)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                             tuple(axes[-len(features):])),
+      name=name)
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm over the last axis in float32 (biased variance), cast back to the input dtype."""
+  eps: float = 1e-6
+  use_scale: bool = True
+  use_bias: bool = True
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = x.astype(jnp.float32)
+    mean = y.mean(-1, keepdims=True)
+    var = jnp.square(y - mean).mean(-1, keepdims=True)
+    y = (y - mean) * jax.lax.rsqrt(var + self.eps)
+    c = x.shape[-1]
+    if self.use_scale:
+      y = y * self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(),
+                                                               ("norm",)), (c,), self.param_dtype)
+    if self.use_bias:
+      y = y + self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                                              ("norm",)), (c,), self.param_dtype)
+    return y.astype(x.dtype)
+
+
+class RMSNorm(nn.Module):
+  """x * rsqrt(mean(x^2) + eps) * scale, in float32."""
+  eps: float = 1e-6
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = x.astype(jnp.float32)
+    y = y * jax.lax.rsqrt(jnp.square(y).mean(-1, keepdims=True) + self.eps)
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(),
+                                                             ("norm",)),
+                       (x.shape[-1],), self.param_dtype)
+    return (y * scale).astype(x.dtype)
+
+
+class Mlp(nn.Module):
+  """Linear(C -> M) -> GELU(tanh) -> Linear(M -> C)."""
+  mlp_dim: int
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    kw = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype)
+    h = dense(self.mlp_dim, ("embed", "mlp"), name="fc1", **kw)(x)
+    h = nn.gelu(h, approximate=True)
+    return dense(c, ("mlp", "embed"), name="fc2", **kw)(h)
+
+
+def norm_layer(rms: bool, eps: float, param_dtype, name: str) -> nn.Module:
+  return (RMSNorm(eps=eps, param_dtype=param_dtype, name=name) if rms else
+          LayerNorm(eps=eps, param_dtype=param_dtype, name=name))
