@@ -1,0 +1,34 @@
+# atoken-jax: `make install` once (or let `make train` / `make test` do it), then train or test.
+PY ?= .venv/bin/python
+VENV_STAMP := .venv/.installed
+export XLA_PYTHON_CLIENT_PREALLOCATE ?= false
+
+.PHONY: install train test test-slow lint bench clean
+
+$(VENV_STAMP): setup.cfg pyproject.toml
+	python3 -m venv .venv
+	.venv/bin/pip install -q -U pip setuptools wheel
+	.venv/bin/pip install -q -e ".[test]"
+	.venv/bin/pip install -q --no-deps lpips==0.1.4
+	touch $(VENV_STAMP)
+
+install: $(VENV_STAMP)
+
+# The main job on the bundled default data, tiny preset, on CPU.
+train: $(VENV_STAMP)
+	$(PY) -m atoken_jax.train --config=experiments/stage1_image.py:tiny --workdir=workdirs/tiny_stage1
+
+test: $(VENV_STAMP)
+	$(PY) -m pytest -n 2 --durations=15
+
+test-slow: $(VENV_STAMP)
+	$(PY) -m pytest -m slow
+
+lint: $(VENV_STAMP)
+	.venv/bin/ruff check atoken_jax data_pipelines experiments tests bench
+
+bench: $(VENV_STAMP)
+	$(PY) bench/bench_model.py
+
+clean:
+	rm -rf .venv .pytest_cache workdirs
