@@ -49,6 +49,8 @@ class ModelConfig:
     tile_latent_frames: temporal tile length in latent frames (4 = 16 video frames).
     decoder_kv_cache_frames: latent frames of the previous tile every decoder tile also attends
       to (0 = independent tiles, the release's default).
+    use_rope: 4D RoPE in every self-attention layer (the release: on). Off only to check an
+      encoder against SigLIP2, which has none.
     dtype: compute dtype of matmuls and attention; norms, RoPE, FSQ and the posterior always run
       in float32. param_dtype: storage dtype of the parameters (float32 master weights).
     scan_layers: stack each trunk's blocks and run them with `nn.scan` (one compiled block).
@@ -63,6 +65,7 @@ class ModelConfig:
   fsq_levels: tuple[int, ...] = (4, 4, 4, 4, 4, 4)
   fsq_codebooks: int = 8
   rope_theta: float = 10000.0
+  use_rope: bool = True
   norm_eps: float = 1e-6
   tile_latent_frames: int = 4
   decoder_kv_cache_frames: int = 0

@@ -17,11 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from atoken_jax import config as config_lib
-from atoken_jax.model import attention
-from atoken_jax.model import bottleneck
-from atoken_jax.model import layers
-from atoken_jax.model import rope
-from atoken_jax.model import transformer
+from atoken_jax.model import attention, bottleneck, layers, rope, transformer
 
 Batch = dict[str, jax.Array]
 
@@ -51,6 +47,10 @@ TOKEN_INFO_KEYS = ("segment_ids", "sample_ids", "tile_index", "coords")
 def token_info(batch: Batch) -> Batch:
   """The per-token [B, L, ...] arrays the attention masks read."""
   return {k: batch[k] for k in TOKEN_INFO_KEYS}
+
+
+def _rope(cfg: config_lib.ModelConfig, positions: jax.Array, head_dim: int):
+  return rope.rope_angles(positions, head_dim, cfg.rope_theta) if cfg.use_rope else None
 
 
 def _dtype(name: str):
@@ -95,7 +95,7 @@ class Encoder(nn.Module):
                      name="input_layer")(batch["patches"].astype(dtype))
     x = x + PositionTable(t.width, pdtype, name="pos_embedder")(
         batch["pos_row_weights"], batch["pos_col_weights"]).astype(dtype)
-    angles = rope.rope_angles(batch["coords"], t.head_dim, cfg.rope_theta)
+    angles = _rope(cfg, batch["coords"], t.head_dim)
     x = transformer.BlockStack(
         t.depth, _block_kwargs(cfg, t, decoder=False, mask_fn=segment_mask),
         scan=cfg.scan_layers, remat=cfg.remat,
@@ -121,7 +121,7 @@ class Decoder(nn.Module):
       positions = positions.at[..., 0].add(batch["tile_index"] * cfg.tile_latent_frames)
       mask_fn = functools.partial(tile_cache_mask, cache_frames=cfg.decoder_kv_cache_frames,
                                   tile_frames=cfg.tile_latent_frames)
-    angles = rope.rope_angles(positions, t.head_dim, cfg.rope_theta)
+    angles = _rope(cfg, positions, t.head_dim)
     x = transformer.BlockStack(
         t.depth, _block_kwargs(cfg, t, decoder=True, mask_fn=mask_fn),
         scan=cfg.scan_layers, remat=cfg.remat,

@@ -16,8 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from atoken_jax.model import layers
-from atoken_jax.model import rope
+from atoken_jax.model import layers, rope
 
 MaskFn = Callable[[Any, Any], jax.Array]
 _NEG = -1e30

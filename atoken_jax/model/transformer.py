@@ -6,8 +6,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from atoken_jax.model import attention
-from atoken_jax.model import layers
+from atoken_jax.model import attention, layers
 
 _REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
