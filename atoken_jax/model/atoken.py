@@ -41,6 +41,8 @@ def tile_cache_mask(q: Batch, k: Batch, *, cache_frames: int, tile_frames: int) 
   return segment_mask(q, k) | (same_sample & prev_tile & recent)
 
 
+INPUT_KEYS = ("patches", "coords", "segment_ids", "sample_ids", "tile_index", "pos_row_weights",
+              "pos_col_weights", "sample_index")
 TOKEN_INFO_KEYS = ("segment_ids", "sample_ids", "tile_index", "coords")
 
 
