@@ -1,0 +1,256 @@
+"""Static-shape packed batches: variable-size samples in fixed-capacity rows (host, numpy).
+
+Each sample (a `TokenSeq`) is cut into temporal tiles, tile = t // tile_latent_frames, with
+tile-local t = t % tile_latent_frames (spec §1.4). Every (sample, tile) is one attention group
+with its own position-table weights (spec §2.3); all tiles of a sample sit contiguously in one
+row, because the semantic pooling head and the bottleneck see the whole sample.
+
+Rows are filled first-fit in input order (deterministic): a sample goes to the first row with
+enough free tokens and a free sample slot. Inside a row, slots and tokens follow placement order
+and TokenSeq order, with padding only at the end of the row.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import numpy as np
+
+from atoken_jax.config import PATCH_DIM, POS_GRID
+from atoken_jax.pos_interp import antialiased_bilinear_weights
+from atoken_jax.tokens import TokenSeq
+
+
+@dataclasses.dataclass(eq=False)
+class PackedBatch:
+  """B rows of L token positions, at most S samples per row. All numpy.
+
+  Attributes:
+    patches: [B, L, 3072] float32, zeros at padding.
+    coords: [B, L, 4] int32 (tile-local t, x, y, z), zeros at padding.
+    segment_ids: [B, L] int32 attention group: 1, 2, ... per (sample, tile) within the row;
+      0 = padding. Tokens attend only within equal non-zero ids.
+    sample_ids: [B, L] int32 sample slot 1..S within the row; 0 = padding.
+    tile_index: [B, L] int32 rank of the token's tile within its sample (0, 1, ...).
+    token_index: [B, L] int32 position of the token in its sample's TokenSeq; -1 at padding.
+    pos_row_weights: [B, L, 16] float32 position-table row weights of the token's
+      (sample, tile) group (`pos_interp.position_weights`); zeros at padding.
+    pos_col_weights: [B, L, 16] float32 column weights, likewise.
+    sample_index: [B, S] int32 index into the input list of the sample in each slot; -1 empty.
+    sample_lengths: [B, S] int32 tokens per slot (0 for an empty slot).
+  """
+  patches: np.ndarray
+  coords: np.ndarray
+  segment_ids: np.ndarray
+  sample_ids: np.ndarray
+  tile_index: np.ndarray
+  token_index: np.ndarray
+  pos_row_weights: np.ndarray
+  pos_col_weights: np.ndarray
+  sample_index: np.ndarray
+  sample_lengths: np.ndarray
+
+  @property
+  def placed(self) -> np.ndarray:
+    """[P] int: input indices of the samples in this batch, ascending."""
+    return np.sort(self.sample_index[self.sample_index >= 0])
+
+
+# --------------------------------------------------------------------------- per sample
+
+
+def tile_layout(coords: np.ndarray, tile_latent_frames: int = 4):
+  """Temporal tiles of one sample and their position-table weights.
+
+  Args:
+    coords: [n, 4] int (t, x, y, z) with t >= 0.
+    tile_latent_frames: tile length in latent frames.
+
+  Returns:
+    tile_rank [n] int32 (0, 1, ... over the sample's occupied tiles in t order),
+    local_coords [n, 4] int32 (t % tile_latent_frames, x, y, z),
+    row_w [n, 16], col_w [n, 16] float32: `position_weights` of each token's tile, computed
+    once per tile (H', W' = max row / col + 1 within the tile).
+  """
+  coords = np.asarray(coords)
+  if coords.ndim != 2 or coords.shape[1] != 4 or len(coords) == 0:
+    raise ValueError(f"coords must be [n >= 1, 4], got shape {coords.shape}")
+  if coords.min() < 0:
+    raise ValueError("coords must be non-negative")
+  tiles, rank = np.unique(coords[:, 0] // tile_latent_frames, return_inverse=True)
+  rank = rank.reshape(-1)
+  local = coords.astype(np.int32)
+  local[:, 0] -= (tiles[rank] * tile_latent_frames).astype(np.int32)
+  weights = []
+  for axis in (1, 2):  # rows, then columns
+    extent = np.zeros(len(tiles), np.int64)
+    np.maximum.at(extent, rank, coords[:, axis])
+    tables = [antialiased_bilinear_weights(POS_GRID, int(e) + 1) for e in extent]
+    offsets = np.concatenate([[0], np.cumsum(extent + 1)[:-1]])
+    weights.append(np.concatenate(tables)[offsets[rank] + coords[:, axis]])
+  return rank.astype(np.int32), local, weights[0], weights[1]
+
+
+# --------------------------------------------------------------------------- first fit
+
+
+def _first_fit(lengths: np.ndarray, row_len: int, max_samples_per_row: int,
+               num_rows: Optional[int]) -> tuple[np.ndarray, np.ndarray, int]:
+  """Returns row [N] (-1 = did not fit), slot [N] and the number of rows used."""
+  capacity_rows = len(lengths) if num_rows is None else num_rows
+  free = np.full(capacity_rows, row_len, np.int64)
+  used = np.zeros(capacity_rows, np.int64)
+  row = np.full(len(lengths), -1, np.int64)
+  slot = np.full(len(lengths), -1, np.int64)
+  for i, n in enumerate(lengths):
+    fits = (free >= n) & (used < max_samples_per_row)
+    r = int(np.argmax(fits)) if capacity_rows else 0
+    if capacity_rows and fits[r]:
+      row[i], slot[i] = r, used[r]
+      free[r] -= n
+      used[r] += 1
+  rows_used = capacity_rows if num_rows is not None else int(row.max(initial=-1)) + 1
+  return row, slot, rows_used
+
+
+def _check_inputs(seqs, row_len, max_samples_per_row, tile_latent_frames) -> np.ndarray:
+  if row_len < 1 or max_samples_per_row < 1 or tile_latent_frames < 1:
+    raise ValueError(f"row_len, max_samples_per_row and tile_latent_frames must be >= 1, got "
+                     f"{row_len}, {max_samples_per_row}, {tile_latent_frames}")
+  lengths = np.array([len(s) for s in seqs], np.int64)
+  for i, n in enumerate(lengths):
+    if n == 0:
+      raise ValueError(f"sample {i} has no tokens")
+    if n > row_len:
+      raise ValueError(f"sample {i} has {n} tokens, more than row_len={row_len}; split or drop "
+                       "it before packing")
+  return lengths
+
+
+def pack_greedy(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int,
+                num_rows: Optional[int] = None, tile_latent_frames: int = 4
+                ) -> tuple[PackedBatch, list[int]]:
+  """First-fit packing that returns what did not fit.
+
+  Args:
+    seqs: samples; each must have 1..row_len tokens (else ValueError naming the sample).
+    row_len: L, token positions per row.
+    max_samples_per_row: S, sample slots per row.
+    num_rows: B; None = as many rows as needed (then nothing is left over).
+    tile_latent_frames: temporal tile length in latent frames.
+
+  Returns:
+    (batch, leftover): leftover lists the input indices that did not fit, in input order.
+  """
+  lengths = _check_inputs(seqs, row_len, max_samples_per_row, tile_latent_frames)
+  row, slot, num_rows = _first_fit(lengths, row_len, max_samples_per_row, num_rows)
+  b, l, s = num_rows, row_len, max_samples_per_row
+  batch = PackedBatch(
+      patches=np.zeros((b, l, PATCH_DIM), np.float32),
+      coords=np.zeros((b, l, 4), np.int32),
+      segment_ids=np.zeros((b, l), np.int32),
+      sample_ids=np.zeros((b, l), np.int32),
+      tile_index=np.zeros((b, l), np.int32),
+      token_index=np.full((b, l), -1, np.int32),
+      pos_row_weights=np.zeros((b, l, POS_GRID), np.float32),
+      pos_col_weights=np.zeros((b, l, POS_GRID), np.float32),
+      sample_index=np.full((b, s), -1, np.int32),
+      sample_lengths=np.zeros((b, s), np.int32))
+  fill = np.zeros(b, np.int64)  # tokens used per row
+  groups = np.zeros(b, np.int64)  # segment ids used per row
+  for i in np.flatnonzero(row >= 0):  # input order = slot order within each row
+    r, k, n, seq = row[i], slot[i], lengths[i], seqs[i]
+    try:
+      rank, local, row_w, col_w = tile_layout(seq.coords, tile_latent_frames)
+    except ValueError as e:
+      raise ValueError(f"sample {i}: {e}") from None
+    at = slice(fill[r], fill[r] + n)
+    batch.patches[r, at] = seq.patches
+    batch.coords[r, at] = local
+    batch.segment_ids[r, at] = groups[r] + rank + 1
+    batch.sample_ids[r, at] = k + 1
+    batch.tile_index[r, at] = rank
+    batch.token_index[r, at] = np.arange(n)
+    batch.pos_row_weights[r, at] = row_w
+    batch.pos_col_weights[r, at] = col_w
+    batch.sample_index[r, k] = i
+    batch.sample_lengths[r, k] = n
+    fill[r] += n
+    groups[r] += rank.max() + 1
+  return batch, [int(i) for i in np.flatnonzero(row < 0)]
+
+
+def pack(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int,
+         num_rows: Optional[int] = None, tile_latent_frames: int = 4) -> PackedBatch:
+  """Packs every sample (first fit, input order) into [B, row_len] rows; see `pack_greedy`.
+
+  Raises ValueError when `num_rows` is given and some samples do not fit.
+  """
+  if num_rows is None and not seqs:
+    raise ValueError("pack needs at least one sample when num_rows is None")
+  batch, leftover = pack_greedy(seqs, row_len, max_samples_per_row, num_rows,
+                                tile_latent_frames)
+  if leftover:
+    tokens = sum(len(seqs[i]) for i in leftover)
+    raise ValueError(
+        f"{len(leftover)} of {len(seqs)} samples ({tokens} tokens, first: sample {leftover[0]}) "
+        f"did not fit into {num_rows} rows x {row_len} tokens x {max_samples_per_row} slots")
+  return batch
+
+
+# --------------------------------------------------------------------------- unpack, stats
+
+
+def _slot_starts(batch: PackedBatch) -> np.ndarray:
+  """[B, S] first row position of each slot."""
+  return np.cumsum(batch.sample_lengths, axis=1) - batch.sample_lengths
+
+
+def unpack(values: np.ndarray, batch: PackedBatch) -> list[np.ndarray]:
+  """[B, L, ...] per-token values -> one [n_i, ...] array per placed sample, input order.
+
+  For a batch from `pack` that is every input sample; rows of each follow TokenSeq order.
+  """
+  values = np.asarray(values)
+  if values.shape[:2] != batch.segment_ids.shape:
+    raise ValueError(f"values must be [B, L, ...] = {batch.segment_ids.shape}, got "
+                     f"{values.shape}")
+  starts, out = _slot_starts(batch), {}
+  for r, k in zip(*np.nonzero(batch.sample_index >= 0)):
+    start = starts[r, k]
+    out[batch.sample_index[r, k]] = values[r, start:start + batch.sample_lengths[r, k]]
+  return [out[i] for i in sorted(out)]
+
+
+def unpack_samples(values: np.ndarray, batch: PackedBatch) -> list[np.ndarray]:
+  """[B, S, ...] per-slot values (e.g. pooled embeddings) -> one [...] per placed sample."""
+  values = np.asarray(values)
+  if values.shape[:2] != batch.sample_index.shape:
+    raise ValueError(f"values must be [B, S, ...] = {batch.sample_index.shape}, got "
+                     f"{values.shape}")
+  r, k = np.nonzero(batch.sample_index >= 0)
+  order = np.argsort(batch.sample_index[r, k])
+  return [values[r[j], k[j]] for j in order]
+
+
+def packing_efficiency(batch: PackedBatch) -> float:
+  """Real tokens / token capacity B * L, in [0, 1]."""
+  return float(np.count_nonzero(batch.segment_ids)) / max(batch.segment_ids.size, 1)
+
+
+def bucket_row_len(n: int, multiple: int = 256) -> int:
+  """Smallest rung >= n of the ladder multiple * (1, 2, 3, 4, 6, 8, 12, 16, ...).
+
+  Two rungs per octave (2^k and 1.5 * 2^k, times `multiple`): jit compiles once per rung that
+  occurs, and a row wastes less than a third of its capacity to rounding (powers of two alone
+  would waste up to half). Every rung is a multiple of `multiple` (keep it a multiple of the
+  attention kernel's block size).
+  """
+  if n < 1 or multiple < 1:
+    raise ValueError(f"bucket_row_len needs n >= 1 and multiple >= 1, got {n}, {multiple}")
+  power = 1
+  while multiple * power < n:
+    if power > 1 and multiple * power * 3 // 2 >= n:
+      return multiple * power * 3 // 2
+    power *= 2
+  return multiple * power
