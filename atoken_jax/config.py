@@ -166,7 +166,7 @@ def model_config(preset: str = "so400m", **overrides) -> ModelConfig:
   """Returns the named preset, with `overrides` applied (e.g. latent_dim=32, quantizer='fsq')."""
   if preset not in PRESETS:
     raise ValueError(f"unknown model preset {preset!r}; choose from {sorted(PRESETS)}")
-  return ModelConfig(**PRESETS[preset], **overrides)
+  return ModelConfig(**{**PRESETS[preset], **overrides})
 
 
 def gaussian_decoder_config(preset: str = "so400m", **overrides) -> GaussianDecoderConfig:

@@ -10,20 +10,53 @@ import jax.numpy as jnp
 Dtype = jnp.dtype
 
 
+class DenseGeneral(nn.Module):
+  """y = x . kernel (+ bias), contracting x's last `in_dims` dims; kernel [*in, *features].
+
+  Unlike `nn.DenseGeneral`, the kernel is created in its full shape, so its logical axis names
+  (one per kernel dim: inputs first, then outputs) shard it directly. Xavier-uniform init with
+  fans over the input and output dims.
+  """
+  features: tuple[int, ...]
+  axes: tuple[str | None, ...]
+  in_dims: int = 1
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    in_shape = x.shape[x.ndim - self.in_dims:]
+    shape = tuple(in_shape) + tuple(self.features)
+    if len(self.axes) != len(shape):
+      raise ValueError(f"{self.name}: {len(shape)} kernel dims but axes {self.axes}")
+    init = nn.initializers.variance_scaling(
+        1.0, "fan_avg", "uniform", in_axis=tuple(range(self.in_dims)),
+        out_axis=tuple(range(self.in_dims, len(shape))))
+    kernel = self.param("kernel", nn.with_logical_partitioning(init, self.axes), shape,
+                        self.param_dtype)
+    y = jax.lax.dot_general(
+        x.astype(self.dtype), kernel.astype(self.dtype),
+        ((tuple(range(x.ndim - self.in_dims, x.ndim)), tuple(range(self.in_dims))), ((), ())))
+    if self.use_bias:
+      bias = self.param("bias", nn.with_logical_partitioning(
+          nn.initializers.zeros_init(), self.axes[self.in_dims:]), tuple(self.features),
+                        self.param_dtype)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
 def dense(features, axes: Sequence[str | None], *, use_bias: bool, dtype, param_dtype,
-          name: str, in_axis: int | tuple[int, ...] = -1,
-          kernel_init=nn.initializers.xavier_uniform()) -> nn.DenseGeneral:
+          name: str, in_axis: int | tuple[int, ...] = -1) -> DenseGeneral:
   """A DenseGeneral whose kernel and bias carry logical axis names.
 
-  `axes` names every kernel dimension: the contracted input dims first, then the output dims.
+  `axes` names every kernel dimension: the contracted input dims first, then the output dims;
+  `in_axis` is -1 or a tuple of the trailing input dims to contract, e.g. (-2, -1).
   """
   features = tuple(features) if isinstance(features, (tuple, list)) else (features,)
-  return nn.DenseGeneral(
-      features=features, axis=in_axis, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-      kernel_init=nn.with_logical_partitioning(kernel_init, tuple(axes)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                             tuple(axes[-len(features):])),
-      name=name)
+  in_dims = 1 if isinstance(in_axis, int) else len(in_axis)
+  return DenseGeneral(features=features, axes=tuple(axes), in_dims=in_dims, use_bias=use_bias,
+                      dtype=dtype, param_dtype=param_dtype, name=name)
 
 
 class LayerNorm(nn.Module):
