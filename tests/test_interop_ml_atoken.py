@@ -58,21 +58,7 @@ def spec_listing(latent: int = 48) -> dict[str, tuple]:
 
 
 def random_state(cfg, seed: int = 0) -> dict[str, np.ndarray]:
-  """A random ml-atoken state dict for `cfg` (float32; every tensor non-trivial)."""
-  rng = np.random.default_rng(seed)
-  state = {}
-  for key, shape in ml_atoken.expected_shapes(cfg).items():
-    if key.endswith((".gamma", "norm1.weight", "norm2.weight", "norm.weight",
-                     "layernorm.weight")):
-      a = 1 + 0.2 * rng.standard_normal(shape)
-    elif key.endswith(".bias"):
-      a = 0.2 * rng.standard_normal(shape)
-    elif "position_embedding" in key or key.endswith("probe"):
-      a = 0.5 * rng.standard_normal(shape)
-    else:
-      a = rng.standard_normal(shape) / math.sqrt(shape[-1])
-    state[key] = a.astype(np.float32)
-  return state
+  return ml_atoken.random_state_dict(cfg, seed)
 
 
 def dummy_batch(length: int = 8) -> dict[str, np.ndarray]:

@@ -11,8 +11,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_interop_ml_atoken import random_state  # noqa: E402  (tests/ is on sys.path)
-
 from atoken_jax import config as config_lib  # noqa: E402
 from atoken_jax import packing, tokens  # noqa: E402
 from atoken_jax.interop import checkpoint_io, ml_atoken, torch_atoken  # noqa: E402
@@ -20,6 +18,7 @@ from atoken_jax.model.atoken import AToken  # noqa: E402
 
 TINY = config_lib.model_config("tiny", quantizer="fsq")
 REL_TOL = 1e-5
+random_state = ml_atoken.random_state_dict
 
 
 def assert_close(ours, reference, what: str, tol: float = REL_TOL):

@@ -184,6 +184,28 @@ def expected_shapes(cfg: config_lib.ModelConfig) -> dict[str, tuple[int, ...]]:
   return {n.key: n.torch_shape for n in tensor_names(cfg)}
 
 
+def random_state_dict(cfg: config_lib.ModelConfig, seed: int = 0) -> StateDict:
+  """Random float32 ml-atoken weights for `cfg` (tests, benchmarks): every tensor non-trivial.
+
+  Linear weights ~ N(0, 1/fan_in); norm weights and qk-norm gammas ~ 1 + N(0, 0.2^2); biases
+  ~ N(0, 0.2^2); position tables ~ N(0, 0.5^2); the probe ~ N(0, 1).
+  """
+  rng = np.random.default_rng(seed)
+  state = {}
+  for name in tensor_names(cfg):
+    shape, leaf = name.torch_shape, name.path[-1]
+    if leaf == "scale":
+      a = 1 + 0.2 * rng.standard_normal(shape)
+    elif leaf == "bias":
+      a = 0.2 * rng.standard_normal(shape)
+    elif leaf in ("embedding", "probe"):
+      a = (0.5 if leaf == "embedding" else 1.0) * rng.standard_normal(shape)
+    else:
+      a = rng.standard_normal(shape) / math.sqrt(shape[-1])
+    state[name.key] = a.astype(np.float32)
+  return state
+
+
 # --------------------------------------------------------------------------- parameter trees
 
 
