@@ -275,7 +275,9 @@ def params_to_state_dict(params: Any, cfg: config_lib.ModelConfig,
       problems.append(f"missing parameter {'/'.join(path)} (for {name.key})")
       continue
     used.add(path)
-    a = np.asarray(flat[path])
+    if not isinstance(flat[path], np.ndarray):  # device -> host once, not once per layer
+      flat[path] = np.asarray(flat[path])
+    a = flat[path]
     stacked = name.trunk is not None and scanned[name.trunk]
     want = ((getattr(cfg, name.trunk).depth,) if stacked else ()) + name.shape
     if a.shape != want:
@@ -317,7 +319,7 @@ def state_dict_to_params(state: Mapping[str, np.ndarray], cfg: config_lib.ModelC
   tree: dict = {}
   stacks: dict[Path, list] = {}
   for name in tensor_names(cfg):
-    a = name.from_torch(state[name.key]).astype(dtype)
+    a = name.from_torch(state[name.key]).astype(dtype, copy=False)
     if scan and name.trunk is not None:
       stacks.setdefault((name.trunk, "transformer", "blocks") + name.block_path, []).append(a)
     else:
