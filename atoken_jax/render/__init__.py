@@ -8,10 +8,15 @@
 See docs/render.md for conventions, options and limits.
 """
 from atoken_jax.render.camera import Camera, focal_from_fov, look_at, orbit_cameras
-from atoken_jax.render.project import apply_filter_3d, project_gaussians
+from atoken_jax.render.ply import read_ply, write_ply
+from atoken_jax.render.project import apply_filter_3d, filter_3d_from_cameras, project_gaussians
 from atoken_jax.render.rasterize import RenderOutput, rasterize
+from atoken_jax.render.sh import rgb_to_sh0, sh_to_rgb
+from atoken_jax.render.turntable import render_turntable, write_turntable, write_video
 
 __all__ = [
-    "Camera", "RenderOutput", "apply_filter_3d", "focal_from_fov", "look_at", "orbit_cameras",
-    "project_gaussians", "rasterize",
+    "Camera", "RenderOutput", "apply_filter_3d", "filter_3d_from_cameras", "focal_from_fov",
+    "look_at", "orbit_cameras",
+    "project_gaussians", "rasterize", "read_ply", "render_turntable", "rgb_to_sh0", "sh_to_rgb",
+    "write_ply", "write_turntable", "write_video",
 ]

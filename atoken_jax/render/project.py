@@ -8,6 +8,8 @@ is degenerate, or whose opacity cannot reach α = 1/255 are marked invisible.
 """
 from __future__ import annotations
 
+import functools
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -137,3 +139,31 @@ def _perspective_jacobian(x_over_z, y_over_z, depth, fx, fy, cx, cy, width, heig
   row_x = jnp.stack([fx / depth, zero, -fx * tx / depth], axis=-1)
   row_y = jnp.stack([zero, fy / depth, -fy * ty / depth], axis=-1)
   return jnp.stack([row_x, row_y], axis=-2)
+
+
+@functools.partial(jax.jit, static_argnames=("variance", "margin"))
+def filter_3d_from_cameras(means: jax.Array, cameras: Camera, *, variance: float = 0.2,
+                           margin: float = 0.15) -> jax.Array:
+  """Per-Gaussian std [N] of mip-splatting's 3D filter from the training cameras.
+
+  For each mean, the smallest camera depth over the views whose image (enlarged by `margin` on
+  each side) contains it, divided by the largest focal length, times √variance: the world size
+  of one pixel at the highest sampling rate the scene was seen with. Means seen by no camera
+  get the largest value among the seen ones. `cameras` is a stack (see `orbit_cameras`).
+  """
+  w2c = jnp.asarray(cameras.world_to_camera, means.dtype)  # [V, 4, 4]
+  points = jnp.einsum("vij,nj->vni", w2c[:, :3, :3], means) + w2c[:, None, :3, 3]
+  depth = points[..., 2]
+  safe_depth = jnp.where(depth > 0, depth, 1.0)
+  column = lambda v: jnp.asarray(v, means.dtype).reshape(-1, 1)
+  u = column(cameras.fx) * points[..., 0] / safe_depth + column(cameras.cx)
+  v = column(cameras.fy) * points[..., 1] / safe_depth + column(cameras.cy)
+  width, height = cameras.width, cameras.height
+  seen = ((depth > column(cameras.near)) & (u >= -margin * width) & (u <= (1 + margin) * width)
+          & (v >= -margin * height) & (v <= (1 + margin) * height))
+  nearest = jnp.min(jnp.where(seen, depth, jnp.inf), axis=0)
+  seen_any = jnp.isfinite(nearest)
+  fallback = jnp.max(jnp.where(seen_any, nearest, 0.0))
+  distance = jnp.where(seen_any, nearest, fallback)
+  focal = jnp.max(jnp.asarray(cameras.fx, means.dtype))
+  return distance / focal * jnp.sqrt(jnp.asarray(variance, means.dtype))

@@ -83,6 +83,8 @@ def rasterize(means, scales, quats_wxyz, opacities, colors, camera: Camera,
     raise ValueError(f"filter_3d must be a scalar or [N={means.shape[0]}], "
                      f"got shape {filter_3d.shape}")
   filter_3d = jnp.broadcast_to(filter_3d, means.shape[:1])
+  if colors.ndim == 3:  # evaluated outside `_render` so that SH and RGB share its compilation
+    colors = _sh_colors(colors, means, camera)
   return _render(means, scales, quats_wxyz, opacities, colors, camera, background,
                  jnp.asarray(filter_2d, means.dtype), jnp.asarray(mip, bool), filter_3d,
                  tile_capacity=int(tile_capacity), tile_size=int(tile_size),
@@ -133,8 +135,6 @@ def _check_inputs(means, scales, quats_wxyz, opacities, colors, camera):
                                              "block_size"))
 def _render(means, scales, quats_wxyz, opacities, colors, camera, background, filter_2d, mip,
             filter_3d, *, tile_capacity, tile_size, tiles_per_batch, block_size):
-  if colors.ndim == 3:
-    colors = sh_to_rgb(colors, means, camera.camera_center.astype(means.dtype))
   scales, opacities = apply_filter_3d(scales, opacities, filter_3d)
   projected = project_gaussians(means, scales, quats_wxyz, opacities, camera, filter_2d, mip)
   bins = bin_gaussians(projected, camera.width, camera.height, tile_size, tile_capacity)
@@ -162,6 +162,12 @@ def _render(means, scales, quats_wxyz, opacities, colors, camera, background, fi
   depth = jnp.where(has_alpha, image[..., num_channels] / jnp.where(has_alpha, alpha, 1.0), 0.0)
   return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, overflow=bins.overflow,
                       lossy_tiles=lossy_tiles.astype(jnp.int32), max_tile_load=bins.max_load)
+
+
+@jax.jit
+def _sh_colors(coeffs, means, camera):
+  """[N, M, C] SH coefficients → [N, C] colours seen from the camera centre."""
+  return sh_to_rgb(coeffs, means, camera.camera_center.astype(means.dtype))
 
 
 def _tiles_to_image(tiles, tiles_x, tiles_y, tile_size):
