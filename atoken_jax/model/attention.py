@@ -93,8 +93,10 @@ class MultiHeadRMSNorm(nn.Module):
                                                              ("heads", "kv")),
                        (h, d), self.param_dtype)
     y = x.astype(jnp.float32)
-    norm = jnp.sqrt(jnp.square(y).sum(-1, keepdims=True))
-    y = y / jnp.maximum(norm, 1e-12) * gamma * (d ** 0.5)
+    # x / max(|x|, 1e-12), written so that an all-zero vector (a padding token) has a finite
+    # gradient: sqrt'(0) is infinite, and inf * 0 would poison every parameter's gradient.
+    inv = jax.lax.rsqrt(jnp.maximum(jnp.square(y).sum(-1, keepdims=True), 1e-24))
+    y = y * inv * gamma * (d ** 0.5)
     return y.astype(x.dtype)
 
 

@@ -42,10 +42,12 @@ class FSQ:
     self.levels = tuple(int(l) for l in levels)
     self.num_codebooks = num_codebooks
     self.eps = eps
-    lv = np.asarray(self.levels, np.float64)
-    self._half_l = (lv - 1) * (1 + eps) / 2
-    self._offset = np.where(lv % 2 == 0, 0.5, 0.0)
-    self._shift = np.arctanh(self._offset / self._half_l)
+    # float32 arithmetic step by step, as the release computes these constants in torch.
+    f32 = np.float32
+    lv = np.asarray(self.levels, f32)
+    self._half_l = (lv - f32(1)) * f32(1 + eps) / f32(2)
+    self._offset = np.where(lv % 2 == 0, f32(0.5), f32(0.0)).astype(f32)
+    self._shift = np.arctanh((self._offset / self._half_l).astype(np.float64)).astype(f32)
     self._half_width = (lv // 2)
     self._basis = np.cumprod([1] + list(self.levels[:-1])).astype(np.int64)
 

@@ -1,0 +1,72 @@
+"""Validation of a training config: a bad value fails with one line naming the field."""
+from __future__ import annotations
+
+import ml_collections
+
+from atoken_jax import config as config_lib
+
+
+class ConfigError(ValueError):
+  pass
+
+
+def _get(cfg, path: str):
+  node = cfg
+  for part in path.split("."):
+    if part not in node:
+      raise ConfigError(f"config.{path}: missing")
+    node = node[part]
+  return node
+
+
+def _check(cfg, path: str, ok, what: str) -> None:
+  value = _get(cfg, path)
+  try:
+    good = ok(value)
+  except TypeError:
+    good = False
+  if not good:
+    raise ConfigError(f"config.{path}: {what}, got {value!r}")
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+  pos_int = lambda v: isinstance(v, int) and v > 0
+  nonneg = lambda v: v >= 0
+  _check(cfg, "total_steps", pos_int, "must be a positive integer")
+  _check(cfg, "log_every", pos_int, "must be a positive integer")
+  _check(cfg, "ckpt_every", pos_int, "must be a positive integer")
+  _check(cfg, "keep", pos_int, "must be a positive integer")
+  _check(cfg, "keep_every", lambda v: isinstance(v, int) and v >= 0, "must be >= 0 (0 = off)")
+  _check(cfg, "max_consecutive_nonfinite", pos_int, "must be a positive integer")
+  _check(cfg, "model.preset", lambda v: v in config_lib.PRESETS,
+         f"must be one of {sorted(config_lib.PRESETS)}")
+  _check(cfg, "model.latent_dim", pos_int, "must be a positive integer")
+  _check(cfg, "model.quantizer", lambda v: v in ("", None, "fsq"), "must be '' or 'fsq'")
+  _check(cfg, "model.remat", lambda v: v in ("none", "full", "dots"),
+         "must be 'none', 'full' or 'dots'")
+  _check(cfg, "model.dtype", lambda v: v in ("float32", "bfloat16", "float16"),
+         "must be float32, bfloat16 or float16")
+  _check(cfg, "model.attention_kv_chunk", lambda v: v >= 0, "must be >= 0")
+  for axis in ("data", "fsdp", "tensor"):
+    _check(cfg, f"mesh.{axis}", lambda v: isinstance(v, int) and (v == -1 or v > 0),
+           "must be a positive integer or -1")
+  _check(cfg, "distributed.mode", lambda v: v in ("none", "auto", "explicit"),
+         "must be 'none', 'auto' or 'explicit'")
+  for name in ("lr", "end_lr", "weight_decay", "clip_norm", "encoder_lr_mult", "eps"):
+    _check(cfg, f"optim.{name}", nonneg, "must be >= 0")
+  _check(cfg, "optim.warmup_steps", lambda v: isinstance(v, int) and v >= 0,
+         "must be an integer >= 0")
+  for name in ("b1", "b2"):
+    _check(cfg, f"optim.{name}", lambda v: 0 <= v < 1, "must lie in [0, 1)")
+  _check(cfg, "optim.ema_decay", lambda v: 0 <= v <= 1, "must lie in [0, 1]")
+  for name, value in cfg.loss.items():
+    if isinstance(value, (int, float)) and not name.startswith("siglip_"):
+      _check(cfg, f"loss.{name}", nonneg, "must be >= 0")
+  tasks = _get(cfg, "tasks")
+  if not tasks:
+    raise ConfigError("config.tasks: at least one task is needed")
+  for name in tasks:
+    _check(cfg, f"tasks.{name}.accum_steps", lambda v: isinstance(v, int) and v >= 0,
+           "must be an integer >= 0")
+  if not any(t.accum_steps > 0 for t in tasks.values()):
+    raise ConfigError("config.tasks: every task has accum_steps = 0; nothing would train")

@@ -1,0 +1,96 @@
+"""Throughput, FLOPs and MFU accounting, and the writers (TensorBoard + console progress)."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Mapping
+
+import jax
+import numpy as np
+
+from atoken_jax import config as config_lib
+
+log = logging.getLogger(__name__)
+
+# Dense bf16 peak FLOP/s per device, by jax `device_kind` substring (vendor data sheets).
+PEAK_FLOPS = {
+    "H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12,
+    "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
+    "TPU v6": 918e12,
+}
+
+
+def peak_flops_per_device(override: float = 0.0) -> float | None:
+  if override:
+    return float(override)
+  kind = jax.devices()[0].device_kind
+  for name, flops in PEAK_FLOPS.items():
+    if name.lower() in kind.lower():
+      return flops
+  return None
+
+
+def batch_stats(batch: Mapping[str, np.ndarray], tile_latent_frames: int = 4) -> dict:
+  """Host-side counts of a packed batch: real tokens and sum over attention groups of n^2
+  (the attention cost), read from arrays already on the host (no device round trip)."""
+  seg = np.asarray(batch["segment_ids"])
+  tokens = int(np.count_nonzero(seg))
+  sq = 0
+  for row in seg:
+    counts = np.bincount(row[row > 0])
+    sq += int(np.sum(counts.astype(np.int64) ** 2))
+  del tile_latent_frames
+  return {"tokens": tokens, "attn_pairs": sq}
+
+
+def train_flops(cfg: config_lib.ModelConfig, tokens: int, attn_pairs: int) -> float:
+  """Analytic FLOPs of forward + backward (3x forward) for `tokens` real tokens whose attention
+  groups hold `attn_pairs` query-key pairs in all."""
+  mean_len = attn_pairs / max(tokens, 1)
+  return 3.0 * tokens * cfg.flops_per_token(seq_len=int(round(mean_len)))
+
+
+def memory_in_use_bytes() -> int | None:
+  stats = jax.local_devices()[0].memory_stats()
+  return None if not stats else int(stats.get("bytes_in_use", 0))
+
+
+class Writer:
+  """Scalars (and images) to TensorBoard event files in WORKDIR/tb, from process 0 only."""
+
+  def __init__(self, workdir: str):
+    self._tb = None
+    if jax.process_index() == 0:
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+
+  def scalars(self, step: int, values: Mapping[str, float]) -> None:
+    if self._tb is not None:
+      for k, v in values.items():
+        self._tb.add_scalar(k, float(v), step)
+
+  def image(self, step: int, name: str, image_hwc: np.ndarray) -> None:
+    if self._tb is not None:
+      self._tb.add_image(name, np.clip(image_hwc, 0.0, 1.0), step, dataformats="HWC")
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+class Timer:
+  """Accumulates wall time spent waiting for data vs. total, between reports."""
+
+  def __init__(self):
+    self.reset()
+
+  def reset(self):
+    self.start = time.perf_counter()
+    self.data_s = 0.0
+
+  def data(self, seconds: float):
+    self.data_s += seconds
+
+  def elapsed(self) -> float:
+    return time.perf_counter() - self.start

@@ -1,0 +1,99 @@
+"""The jitted pieces of one optimiser step: micro-batch gradients (accumulated) and the update.
+
+One optimiser step = a round-robin over the tasks, each contributing its configured number of
+micro-batches (its own shapes, so its own compile); gradients are summed on device and averaged
+over all micro-batches, then applied once. Nothing here reads values back to the host.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from atoken_jax.train import optimizer as optimizer_lib
+from atoken_jax.train.state import TrainState
+
+LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]]
+
+
+def _tree_add(a, b):
+  return jax.tree.map(jnp.add, a, b)
+
+
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def micro_step(loss_fn: LossFn, grads_acc, metrics_acc, params, batch, rng):
+  """grads_acc + d loss / d params, metrics_acc + metrics (sums; `update` averages)."""
+  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
+  grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
+  metrics = {k: v.astype(jnp.float32) for k, v in metrics.items()}
+  if metrics_acc is not None:
+    metrics = _tree_add(metrics_acc, metrics)
+  return _tree_add(grads_acc, grads), metrics
+
+
+def update(tx: optax.GradientTransformation, ema_decay: float, state: TrainState, grads_sum,
+           num_micro: jax.Array):
+  """Averages the accumulated gradients and applies them, unless a value is not finite: then
+  parameters, optimiser state and EMA stay as they were and the skip is counted."""
+  grads = jax.tree.map(lambda g: g / num_micro, grads_sum)
+  finite = _all_finite(grads)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ema = optimizer_lib.ema_update(state.ema_params, params, ema_decay)
+  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  skipped = (~finite).astype(jnp.int32)
+  new_state = state.replace(
+      step=state.step + 1, params=keep(params, state.params),
+      opt_state=keep(opt_state, state.opt_state), ema_params=keep(ema, state.ema_params),
+      skipped=state.skipped + skipped,
+      consecutive_skipped=(state.consecutive_skipped + 1) * skipped)
+  stats = {"grad_norm": optax.global_norm(grads), "finite": finite.astype(jnp.float32),
+           "param_norm": optax.global_norm(new_state.params),
+           "consecutive_skipped": new_state.consecutive_skipped,
+           "skipped_total": new_state.skipped}
+  return new_state, stats
+
+
+class StepFns:
+  """The jitted functions with explicit NamedSharding in/out shardings and donation.
+
+  micro(grads_acc, metrics_acc, params, batch, rng) -> (grads_acc, metrics_acc)  [per task]
+  update(state, grads_acc, num_micro) -> (state, stats)
+  zeros() -> a zero gradient accumulator laid out like the parameters
+  """
+
+  def __init__(self, loss_fn: LossFn, tx: optax.GradientTransformation, ema_decay: float,
+               state_shardings: TrainState, batch_sharding: Callable[[int], NamedSharding],
+               abstract_params):
+    self._loss_fn = loss_fn
+    self._batch_sharding = batch_sharding
+    mesh = jax.tree.leaves(state_shardings.params)[0].mesh
+    self.replicated = NamedSharding(mesh, PartitionSpec())
+    self.param_shardings = state_shardings.params
+    self._micro = {}
+    self.zeros = jax.jit(lambda: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
+                                              abstract_params),
+                         out_shardings=self.param_shardings)
+    self.update = jax.jit(
+        lambda s, g, n: update(tx, ema_decay, s, g, n),
+        in_shardings=(state_shardings, self.param_shardings, self.replicated),
+        out_shardings=(state_shardings, self.replicated), donate_argnums=(0, 1))
+
+  def micro(self, grads_acc, metrics_acc, params, batch: dict, rng):
+    """Compiled once per (batch structure, shapes); the first call of a step passes
+    metrics_acc=None."""
+    key = (metrics_acc is None,) + tuple(sorted((k, v.shape) for k, v in batch.items()))
+    if key not in self._micro:
+      batch_sh = {k: self._batch_sharding(v.ndim) for k, v in batch.items()}
+      self._micro[key] = jax.jit(
+          lambda g, m, p, b, r: micro_step(self._loss_fn, g, m, p, b, r),
+          in_shardings=(self.param_shardings, None if metrics_acc is None else self.replicated,
+                        self.param_shardings, batch_sh, self.replicated),
+          out_shardings=(self.param_shardings, self.replicated), donate_argnums=(0,))
+    return self._micro[key](grads_acc, metrics_acc, params, batch, rng)

@@ -1,0 +1,54 @@
+"""Shared defaults of the AToken experiment configs (paper §3.5, §4; paper notes §4-§5).
+
+Configs are data: `base(preset)` returns the ConfigDict every stage starts from; each stage file
+changes what the paper changes. Presets: `so400m` (the paper), `base`, `tiny` (2-core CPU).
+"""
+import math
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def base(preset: str) -> ml_collections.ConfigDict:
+  tiny = preset == "tiny"
+  c = ml_collections.ConfigDict()
+  c.preset = preset
+  c.seed = 0
+  c.total_steps = 200_000
+  c.log_every = 5 if tiny else 50
+  c.ckpt_every = 20 if tiny else 2_000
+  c.keep = 3
+  c.keep_every = 0 if tiny else 50_000
+  c.async_checkpoints = True
+  c.max_consecutive_nonfinite = 20
+  c.peak_flops_per_device = 0.0  # 0 = look the device kind up in a table
+
+  c.model = ml_collections.ConfigDict(dict(
+      preset=preset, latent_dim=32, quantizer="", scan_layers=not tiny,
+      remat="none" if tiny else "dots", dtype="float32" if tiny else "bfloat16",
+      attention_kv_chunk=0 if tiny else 1024, decoder_kv_cache_frames=0))
+  c.init = ml_collections.ConfigDict(dict(
+      siglip2="",          # a Hugging Face SigLIP2 directory or .safetensors (stage 1)
+      previous_stage="",   # the previous stage's workdir (stages 2-4)
+      previous_step=-1,    # -1 = its newest checkpoint
+      use_ema=True))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.distributed = ml_collections.ConfigDict(dict(
+      mode="none",  # "auto" on TPU pods and SLURM, "explicit" with the fields below
+      coordinator_address=config_dict.placeholder(str), num_processes=1, process_id=0,
+      local_device_ids=()))
+
+  # L = rec * L_rec + sem * L_sem + kl * L_KL; L_rec = l1*L1 + lpips*LPIPS + gram*Gram + clip*CLIP
+  c.loss = ml_collections.ConfigDict(dict(
+      rec=0.2, sem=1.0, kl=1e-8, l1=1.0, lpips=10.0, gram=1e3, clip=1.0,
+      distill_temperature=2.0, siglip_scale_init=math.log(10.0), siglip_bias_init=-10.0))
+
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=3e-4, end_lr=3e-5, warmup_steps=2_000, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
+      encoder_lr_mult=0.1, clip_norm=1.0, ema_decay=0.9999))
+  if tiny:
+    c.optim.warmup_steps = 5
+    c.optim.ema_decay = 0.99
+  c.tasks = ml_collections.ConfigDict()
+  c.sweep = []
+  return c
