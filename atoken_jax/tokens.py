@@ -25,6 +25,9 @@ import numpy as np
 from atoken_jax.config import FRAME_PATCH_DIM, PATCH_DIM, PATCH_HW, PATCH_T, VOXEL_GRID
 
 KINDS = ("image", "video", "voxels")
+# Per-slot codes a packed batch carries (`modality`, `task` [B, S]); -1 marks an empty slot.
+MODALITY_IDS = {"image": 0, "video": 1, "voxels": 2}
+TASK_IDS = {"reconstruction": 0, "understanding": 1}
 _RANGE_TOL = 1e-3  # pixels / features may overshoot their range by this much (resampling noise)
 
 

@@ -41,7 +41,17 @@ def base(preset: str) -> ml_collections.ConfigDict:
   # L = rec * L_rec + sem * L_sem + kl * L_KL; L_rec = l1*L1 + lpips*LPIPS + gram*Gram + clip*CLIP
   c.loss = ml_collections.ConfigDict(dict(
       rec=0.2, sem=1.0, kl=1e-8, l1=1.0, lpips=10.0, gram=1e3, clip=1.0,
-      distill_temperature=2.0, siglip_scale_init=math.log(10.0), siglip_bias_init=-10.0))
+      # perceptual terms on each image resized to perceptual_size^2 (paper: 224); images up to
+      # perceptual_max_side px fit the static canvas
+      perceptual_size=64 if tiny else 224, perceptual_max_side=256 if tiny else 512,
+      lpips_net="alex" if tiny else "vgg",
+      lpips_weights="",    # LPIPS trunk + linear layers (.safetensors/.npz; tools/convert_lpips_weights.py)
+      teacher="",          # frozen SigLIP2 vision tower (HF directory or .safetensors)
+      text_tower="",       # frozen SigLIP2 text tower (HF directory or .safetensors)
+      text_embeddings_in_batch=False,  # True: the data pipeline precomputes text embeddings
+      distill_temperature=2.0, distill_axis="texts",
+      distill_logit_scale=4.8438,  # SigLIP2's (log-space), as ml-atoken hard-codes it
+      siglip_scale_init=math.log(10.0), siglip_bias_init=-10.0))
 
   c.optim = ml_collections.ConfigDict(dict(
       lr=3e-4, end_lr=3e-5, warmup_steps=2_000, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,

@@ -6,14 +6,18 @@ import signal
 import numpy as np
 
 from atoken_jax import packing, tokens
+from atoken_jax.text.tokenize import ByteTokenizer
 
 
 class SyntheticImages:
   """Random images of a few sizes, packed into [rows, row_len] with per-slot annotations."""
 
   def __init__(self, seed=0, rows=2, row_len=32, slots=2, nan_at=(),
-               sizes=((32, 32), (16, 48), (48, 16)), sigterm_at=None):
+               sizes=((32, 32), (16, 48), (48, 16)), sigterm_at=None, understanding=False,
+               modality=0):
+    self.modality = modality
     self.sigterm_at = sigterm_at
+    self.understanding = understanding
     self.seed, self.rows, self.row_len, self.slots = seed, rows, row_len, slots
     self.sizes = sizes
     self.index = 0
@@ -33,8 +37,11 @@ class SyntheticImages:
     out = {k: getattr(b, k) for k in ("patches", "coords", "segment_ids", "sample_ids",
                                        "tile_index", "token_index", "pos_row_weights",
                                        "pos_col_weights", "sample_index", "sample_lengths")}
-    out["modality"] = np.where(b.sample_index >= 0, 0, -1).astype(np.int32)
-    out["task"] = np.zeros_like(b.sample_index)
+    out["modality"] = np.where(b.sample_index >= 0, self.modality, -1).astype(np.int32)
+    out["task"] = np.where(b.sample_index >= 0, int(self.understanding), -1).astype(np.int32)
+    captions = [f"a picture number {int(i)}" for i in b.sample_index.reshape(-1)]
+    out["text_ids"] = ByteTokenizer(max_len=16)(captions).reshape(self.rows, self.slots, 16)
+    out["has_text"] = b.sample_index >= 0
     if self.index == self.sigterm_at:  # a preemption notice arrives while reading batch i
       os.kill(os.getpid(), signal.SIGTERM)
     if self.index in self.nan_at:

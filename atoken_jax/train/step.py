@@ -16,7 +16,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from atoken_jax.train import optimizer as optimizer_lib
 from atoken_jax.train.state import TrainState
 
-LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]]
+LossFn = Callable[..., tuple[jax.Array, dict]]  # (params, frozen, batch, rng, terms)
 
 
 def _tree_add(a, b):
@@ -27,9 +27,10 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def micro_step(loss_fn: LossFn, grads_acc, metrics_acc, params, batch, rng):
+def micro_step(loss_fn: LossFn, terms, grads_acc, metrics_acc, params, frozen, batch, rng):
   """grads_acc + d loss / d params, metrics_acc + metrics (sums; `update` averages)."""
-  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
+  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, frozen, batch, rng,
+                                                                  terms)
   grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
   metrics = {k: v.astype(jnp.float32) for k, v in metrics.items()}
   if metrics_acc is not None:
@@ -63,19 +64,21 @@ def update(tx: optax.GradientTransformation, ema_decay: float, state: TrainState
 class StepFns:
   """The jitted functions with explicit NamedSharding in/out shardings and donation.
 
-  micro(grads_acc, metrics_acc, params, batch, rng) -> (grads_acc, metrics_acc)  [per task]
+  micro(grads_acc, metrics_acc, params, frozen, batch, rng, terms) -> (grads_acc, metrics_acc)
+    [compiled per task: its batch shapes and its static loss terms]
   update(state, grads_acc, num_micro) -> (state, stats)
   zeros() -> a zero gradient accumulator laid out like the parameters
   """
 
   def __init__(self, loss_fn: LossFn, tx: optax.GradientTransformation, ema_decay: float,
                state_shardings: TrainState, batch_sharding: Callable[[int], NamedSharding],
-               abstract_params):
+               abstract_params, frozen_shardings=None):
     self._loss_fn = loss_fn
     self._batch_sharding = batch_sharding
     mesh = jax.tree.leaves(state_shardings.params)[0].mesh
     self.replicated = NamedSharding(mesh, PartitionSpec())
     self.param_shardings = state_shardings.params
+    self.frozen_shardings = frozen_shardings
     self._micro = {}
     self.zeros = jax.jit(lambda: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
                                               abstract_params),
@@ -85,15 +88,14 @@ class StepFns:
         in_shardings=(state_shardings, self.param_shardings, self.replicated),
         out_shardings=(state_shardings, self.replicated), donate_argnums=(0, 1))
 
-  def micro(self, grads_acc, metrics_acc, params, batch: dict, rng):
-    """Compiled once per (batch structure, shapes); the first call of a step passes
-    metrics_acc=None."""
-    key = (metrics_acc is None,) + tuple(sorted((k, v.shape) for k, v in batch.items()))
+  def micro(self, grads_acc, metrics_acc, params, frozen, batch: dict, rng, terms):
+    """The first call of a step passes metrics_acc=None."""
+    key = (metrics_acc is None, terms) + tuple(sorted((k, v.shape) for k, v in batch.items()))
     if key not in self._micro:
       batch_sh = {k: self._batch_sharding(v.ndim) for k, v in batch.items()}
       self._micro[key] = jax.jit(
-          lambda g, m, p, b, r: micro_step(self._loss_fn, g, m, p, b, r),
+          lambda g, m, p, f, b, r: micro_step(self._loss_fn, terms, g, m, p, f, b, r),
           in_shardings=(self.param_shardings, None if metrics_acc is None else self.replicated,
-                        self.param_shardings, batch_sh, self.replicated),
+                        self.param_shardings, self.frozen_shardings, batch_sh, self.replicated),
           out_shardings=(self.param_shardings, self.replicated), donate_argnums=(0,))
-    return self._micro[key](grads_acc, metrics_acc, params, batch, rng)
+    return self._micro[key](grads_acc, metrics_acc, params, frozen, batch, rng)

@@ -28,9 +28,11 @@ from atoken_jax.model import atoken as atoken_model
 from atoken_jax.tokenizer import dummy_inputs
 from atoken_jax.train import checkpoint as ckpt_lib
 from atoken_jax.train import config_check
+from atoken_jax.train import frozen as frozen_lib
 from atoken_jax.train import metrics as metrics_lib
 from atoken_jax.train import objective
 from atoken_jax.train import optimizer as optimizer_lib
+from atoken_jax.train import perceptual_inputs
 from atoken_jax.train import stages
 from atoken_jax.train import state as state_lib
 from atoken_jax.train import step as step_lib
@@ -38,7 +40,8 @@ from atoken_jax.train import step as step_lib
 log = logging.getLogger("atoken.train")
 
 DEVICE_KEYS = atoken_model.INPUT_KEYS + ("modality", "task", "text_ids", "has_text",
-                                         "text_embedding")
+                                         "text_embedding", "image_rows", "image_cols",
+                                         "image_valid")
 Iterators = Mapping[str, Any]
 
 
@@ -79,9 +82,20 @@ def global_batch(batch: Mapping[str, np.ndarray], mesh) -> dict[str, jax.Array]:
           for k, v in batch.items() if k in DEVICE_KEYS}
 
 
-def task_schedule(cfg: ml_collections.ConfigDict) -> list[tuple[str, int]]:
-  """[(task name, micro-batches per optimiser step)] in round-robin order."""
-  return [(name, int(t.accum_steps)) for name, t in cfg.tasks.items() if t.accum_steps > 0]
+def task_schedule(cfg: ml_collections.ConfigDict) -> list[tuple[str, int, objective.Terms]]:
+  """[(task name, micro-batches per optimiser step, its loss terms)] in round-robin order.
+
+  A task named `<modality>_<recon|understand>` (e.g. `video_understand`) gets that modality and
+  task unless its config sets `modality` / `task` explicitly."""
+  out = []
+  for name, t in cfg.tasks.items():
+    if t.accum_steps <= 0:
+      continue
+    modality, _, kind = name.partition("_")
+    modality = t.get("modality", modality)
+    task = t.get("task", "understanding" if kind.startswith("understand") else "reconstruction")
+    out.append((name, int(t.accum_steps), objective.terms_for(modality, task)))
+  return out
 
 
 class StateTemplate:
@@ -131,10 +145,15 @@ class Trainer:
     self.abstract_state, self.state_shardings = t.abstract_state, t.shardings
     self._init_state = t.init_sharded
     # ---------------------------------------------------------------- step
+    self.frozen_spec, frozen = frozen_lib.load(cfg, self.model_cfg, cfg.seed)
+    replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+    frozen_shardings = jax.tree.map(lambda _: replicated, frozen)
+    self.frozen = jax.device_put(frozen, frozen_shardings)
     self.fns = step_lib.StepFns(
-        objective.make_loss_fn(self.model_cfg, cfg.loss), self.tx, cfg.optim.ema_decay,
-        self.state_shardings, lambda nd: sharding_lib.batch_sharding(self.mesh, nd),
-        self.abstract_state.params)
+        objective.make_loss_fn(self.model_cfg, cfg.loss, self.frozen_spec), self.tx,
+        cfg.optim.ema_decay, self.state_shardings,
+        lambda nd: sharding_lib.batch_sharding(self.mesh, nd), self.abstract_state.params,
+        frozen_shardings)
     self.checkpointer = ckpt_lib.Checkpointer(os.path.join(self.workdir, "checkpoints"),
                                               keep=cfg.keep, keep_every=cfg.keep_every or None,
                                               async_save=cfg.async_checkpoints)
@@ -206,17 +225,18 @@ class Trainer:
         log.warning("preempted: checkpoint at step %d written; exiting", step)
         raise Preempted(step)
       grads, task_metrics, micro = self.fns.zeros(), {}, 0
-      for task, accum in self.schedule:
+      for task, accum, terms in self.schedule:
         for _ in range(accum):
           t0 = time.perf_counter()
-          host = next(self.iterators[task])
+          host = self._host_inputs(next(self.iterators[task]), terms)
           timer.data(time.perf_counter() - t0)
           st = metrics_lib.batch_stats(host)
           tokens += st["tokens"]
           flops += metrics_lib.train_flops(self.model_cfg, st["tokens"], st["attn_pairs"])
           rng = jax.random.fold_in(jax.random.fold_in(state.rng, step), micro)
           grads, task_metrics[task] = self.fns.micro(
-              grads, task_metrics.get(task), state.params, global_batch(host, self.mesh), rng)
+              grads, task_metrics.get(task), state.params, self.frozen,
+              global_batch(host, self.mesh), rng, terms)
           micro += 1
       state, stats = self.fns.update(state, grads, jnp.float32(micro))
       step += 1
@@ -224,7 +244,8 @@ class Trainer:
       if last_stats is not None:  # read the previous step's verdict: no stall on this one
         self._check_nonfinite(last_stats)
       last_stats = stats
-      pending = {"stats": stats, "tasks": task_metrics, "accum": dict(self.schedule)}
+      pending = {"stats": stats, "tasks": task_metrics,
+                 "accum": {name: n for name, n, _ in self.schedule}}
       if step % cfg.log_every == 0 or step == cfg.total_steps:
         self._report(step, pending, timer, tokens, flops, peak, writer, progress)
         tokens = flops = 0.0
@@ -234,6 +255,14 @@ class Trainer:
     self._check_nonfinite(last_stats)
     progress.close()
     return state
+
+  def _host_inputs(self, batch: dict, terms: objective.Terms) -> dict:
+    """Adds what the step needs that depends only on sample shapes (host side)."""
+    spec, loss = self.frozen_spec, self.cfg.loss
+    if terms.images and (spec.lpips_net or spec.teacher is not None):
+      batch = {**batch, **perceptual_inputs.resize_weights(
+          batch, loss.perceptual_size, loss.perceptual_max_side // config_lib.PATCH_HW)}
+    return batch
 
   def _check_nonfinite(self, stats) -> None:
     if stats is None:

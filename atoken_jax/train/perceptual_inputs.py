@@ -1,0 +1,81 @@
+"""Whole images from packed tokens, for the perceptual terms and the SigLIP2 teacher.
+
+Perceptual losses (LPIPS, Gram, CLIP) and the teacher see each image slot as one picture resized
+to `size` x `size` (paper §4: 224). Images of different sizes share a static canvas of
+`max_grid` x `max_grid` patches; the resize of each slot's real region is a pair of matrices
+computed on the host from the slot's shape (antialiased bilinear, as the position table), so
+the step itself stays static.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from atoken_jax import config as config_lib
+from atoken_jax.pos_interp import antialiased_bilinear_weights, position_weights
+from atoken_jax.tokens import MODALITY_IDS
+
+IMAGE = MODALITY_IDS["image"]
+
+P = config_lib.PATCH_HW
+
+
+def resize_weights(batch: Mapping[str, np.ndarray], size: int, max_grid: int) -> dict:
+  """Host side. -> image_rows [B,S,size,max_grid*16], image_cols (same), image_valid [B,S]
+  for every image slot of the batch (zeros elsewhere)."""
+  sample_index, modality = batch["sample_index"], batch["modality"]
+  b, s = sample_index.shape
+  canvas = max_grid * P
+  rows = np.zeros((b, s, size, canvas), np.float32)
+  cols = np.zeros((b, s, size, canvas), np.float32)
+  valid = np.zeros((b, s), bool)
+  for r, k in zip(*np.nonzero((sample_index >= 0) & (modality == IMAGE))):
+    xy = batch["coords"][r][batch["sample_ids"][r] == k + 1][:, 1:3]
+    h, w = (xy.max(0) + 1) * P
+    if max(h, w) > canvas:
+      raise ValueError(f"an image of {h}x{w} px exceeds the perceptual canvas of {canvas} px; "
+                       "raise config.loss.perceptual_max_side")
+    rows[r, k, :, :h] = antialiased_bilinear_weights(int(h), size)
+    cols[r, k, :, :w] = antialiased_bilinear_weights(int(w), size)
+    valid[r, k] = True
+  return {"image_rows": rows, "image_cols": cols, "image_valid": valid}
+
+
+def slot_images(patches: jax.Array, coords: jax.Array, sample_ids: jax.Array, num_slots: int,
+                max_grid: int) -> jax.Array:
+  """Frame 0 of each token scattered to its slot's canvas: [B, S, G*16, G*16, 3]."""
+  b, l, _ = patches.shape
+  frame0 = patches[..., :config_lib.FRAME_PATCH_DIM].reshape(b, l, P, P, 3)
+  slot = jnp.where(sample_ids > 0, sample_ids - 1, num_slots)  # padding -> dropped
+  x = jnp.clip(coords[..., 1], 0, max_grid - 1)
+  y = jnp.clip(coords[..., 2], 0, max_grid - 1)
+  rows = jnp.broadcast_to(jnp.arange(b)[:, None], (b, l))
+  canvas = jnp.zeros((b, num_slots, max_grid, max_grid, P, P, 3), patches.dtype)
+  canvas = canvas.at[rows, slot, x, y].set(frame0, mode="drop")
+  return canvas.transpose(0, 1, 2, 4, 3, 5, 6).reshape(b, num_slots, max_grid * P,
+                                                       max_grid * P, 3)
+
+
+def resize(images: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
+  """[B,S,Hc,Wc,3] with per-slot [B,S,size,Hc] / [B,S,size,Wc] -> [B,S,size,size,3]."""
+  tmp = jnp.einsum("bsoh,bshwc->bsowc", rows, images.astype(jnp.float32))
+  return jnp.einsum("bspw,bsowc->bsopc", cols, tmp)
+
+
+def teacher_inputs(images: jax.Array) -> dict[str, jax.Array]:
+  """[N, size, size, 3] -> a packed batch (one image per row) for a SigLIP2-shaped encoder."""
+  n, size = images.shape[0], images.shape[1]
+  g = size // P
+  patches = images.reshape(n, g, P, g, P, 3).transpose(0, 1, 3, 2, 4, 5).reshape(n, g * g, -1)
+  patches = jnp.pad(patches, ((0, 0), (0, 0), (0, config_lib.PATCH_DIM - patches.shape[-1])))
+  coords = np.stack(np.meshgrid(np.arange(g), np.arange(g), indexing="ij"), -1).reshape(-1, 2)
+  coords = np.concatenate([np.zeros((g * g, 1)), coords, np.zeros((g * g, 1))], 1)
+  row_w, col_w = position_weights(coords.astype(np.int32))
+  tile = lambda a: jnp.broadcast_to(jnp.asarray(a), (n,) + a.shape)
+  ones = jnp.ones((n, g * g), jnp.int32)
+  return dict(patches=patches, coords=tile(coords.astype(np.int32)), segment_ids=ones,
+              sample_ids=ones, tile_index=0 * ones, pos_row_weights=tile(row_w),
+              pos_col_weights=tile(col_w), sample_index=jnp.zeros((n, 1), jnp.int32))
