@@ -57,8 +57,9 @@ def run(args):
   n = asset["means"].shape[0]
   print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({platform.processor() or '?'})"
         f"; {args.voxels} voxels x {args.per_voxel} = {n} Gaussians")
-  options = dict(tile_capacity=args.capacity, tiles_per_batch=args.tiles_per_batch,
-                 block_size=args.block_size, filter_2d=0.1, mip=True)
+  options = dict(tile_capacity=args.capacity, max_pairs=args.max_pairs,
+                 tiles_per_batch=args.tiles_per_batch, block_size=args.block_size,
+                 filter_2d=0.1, mip=True)
   for size in args.sizes:
     camera = bench_camera(size)
 
@@ -85,7 +86,8 @@ def run(args):
           f"forward+backward {bwd_s * 1e3:.1f} ms ({1 / bwd_s:.2f} img/s); "
           f"first calls (compile+run) {compile_fwd:.1f} s / {compile_bwd:.1f} s; "
           f"capacity {args.capacity}, max tile load {int(out.max_tile_load)}, "
-          f"overflow {int(out.overflow)}, covered {float(jnp.mean(out.alpha > 0.5)):.2f}")
+          f"overflow {int(out.overflow)}, lossy tiles {int(out.lossy_tiles)}, "
+          f"covered {float(jnp.mean(out.alpha > 0.5)):.2f}")
 
 
 def main():
@@ -94,9 +96,13 @@ def main():
   parser.add_argument("--voxels", type=int, default=20_000)
   parser.add_argument("--per-voxel", type=int, default=32)
   parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-  parser.add_argument("--capacity", type=int, default=2048, help="tile_capacity K")
-  parser.add_argument("--tiles-per-batch", type=int, default=16)
-  parser.add_argument("--block-size", type=int, default=64)
+  parser.add_argument("--capacity", type=int, default=None,
+                      help="tile_capacity K (default: no limit)")
+  parser.add_argument("--max-pairs", type=int, default=None,
+                      help="pair buffer size (default: 8 per Gaussian)")
+  parser.add_argument("--tiles-per-batch", type=int, default=None,
+                      help="default: 8 on CPU, 256 on accelerators")
+  parser.add_argument("--block-size", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=2)
   run(parser.parse_args())
 

@@ -168,3 +168,17 @@ def test_overflow_behind_opaque_layers_is_not_lossy():
   assert int(out.lossy_tiles) == 0
   rgb, _, _ = reference_render_np(pad_scene(scene), _camera())
   np.testing.assert_allclose(np.asarray(out.rgb), rgb, atol=1e-6)
+
+
+def test_full_pair_buffer_drops_the_farthest_gaussians():
+  """Three one-tile Gaussians in three tiles, room for two pairs: the farthest is dropped."""
+  scenes = [_one_gaussian(xy, depth, (0.01,) * 3, 0.8)
+            for xy, depth in (((8.0, 8.0), 2.0), ((24.0, 8.0), 1.0), ((8.0, 24.0), 1.5))]
+  scene = {k: np.concatenate([s[k] for s in scenes]) for k in scenes[0]}
+  out = render_standard(scene, _camera(), max_pairs=2)
+  assert int(out.overflow) == 1 and int(out.lossy_tiles) == 1
+  assert int(out.max_tile_load) == 1
+  nearest = {k: v[1:] for k, v in scene.items()}
+  rgb, _, _ = reference_render_np(pad_scene(nearest), _camera())
+  np.testing.assert_allclose(np.asarray(out.rgb), rgb, atol=1e-6)
+  assert float(out.alpha[8, 8]) == 0.0  # the farthest Gaussian (depth 2.0) is gone

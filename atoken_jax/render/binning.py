@@ -1,10 +1,11 @@
-"""Tile binning: for every tile, the (at most K) nearest-in-depth Gaussians that overlap it.
+"""Tile binning: for every tile, the run of overlapping Gaussians in depth order.
 
 Static shapes throughout. Gaussians are sorted once by centre depth; each visible one lists the
-tiles its α ≥ 1/255 bounding box touches; the (tile, Gaussian) pairs go into a buffer of
-`num_tiles·K` slots (more pairs than that means some tile is over capacity anyway), are sorted
-by (tile, depth rank), and each tile keeps its first K pairs — the K nearest. Cost is one sort
-of num_tiles·K 32-bit keys; nothing of size [tiles, N] is ever built.
+tiles its α ≥ 1/255 bounding box touches. The (tile, Gaussian) pairs fill a buffer of
+`max_pairs` slots Gaussian by Gaussian, nearest first (so a full buffer drops the farthest
+pairs), and are sorted by (tile, depth rank) into one list: tile t owns
+`pair_ids[starts[t] : starts[t] + counts[t]]`, nearest first. Nothing of size [tiles, N] or
+[tiles, capacity] is built. Exact per-tile loads come from 2D prefix sums over the boxes.
 """
 from __future__ import annotations
 
@@ -17,22 +18,28 @@ from atoken_jax.render.project import ProjectedGaussians
 
 @flax.struct.dataclass
 class TileBins:
-  """Per-tile Gaussian lists, nearest first.
+  """The depth-sorted pair list and per-tile runs.
 
-  ids [T, K] int32 indices into the N Gaussians (0 where unused); valid [T, K] bool;
-  counts [T] int32 pairs that reached the tile (≥ K means full); overflow int32 scalar, overlaps
-  not composited for lack of room; max_load int32 scalar, the largest per-tile count seen.
+  pair_ids [P] int32 Gaussian indices (tile-major, nearest first; unused slots at the end);
+  starts [T] int32 first slot of each tile; counts [T] int32 slots each tile composites (at most
+  the tile capacity); loads [T] int32 Gaussians whose box touches each tile (counts < loads
+  means the tile dropped some); overflow int32 scalar: Σ (loads − counts).
   """
-  ids: jax.Array
-  valid: jax.Array
+  pair_ids: jax.Array
+  starts: jax.Array
   counts: jax.Array
+  loads: jax.Array
   overflow: jax.Array
-  max_load: jax.Array
 
 
 def tile_grid(width: int, height: int, tile_size: int) -> tuple[int, int]:
   """Number of tiles (across, down) covering a width × height image."""
   return -(-width // tile_size), -(-height // tile_size)
+
+
+def default_max_pairs(num_gaussians: int, num_tiles: int) -> int:
+  """Pair buffer size when none is given: 8 per Gaussian, at least 64 per tile, at most N·T."""
+  return min(num_gaussians * num_tiles, max(8 * num_gaussians, 64 * num_tiles))
 
 
 def tile_ranges(means2d: jax.Array, radii: jax.Array, visible: jax.Array, tiles_x: int,
@@ -54,9 +61,25 @@ def tile_ranges(means2d: jax.Array, radii: jax.Array, visible: jax.Array, tiles_
   return first, last
 
 
+def box_counts(first: jax.Array, last: jax.Array, tiles_x: int, tiles_y: int) -> jax.Array:
+  """How many of the boxes [first, last] (inclusive, [N, 2] as x, y) cover each tile: [T]."""
+  nonempty = jnp.all(last >= first, axis=-1).astype(jnp.int32)
+  corners = jnp.zeros((tiles_y + 1, tiles_x + 1), jnp.int32)
+  x0, y0 = first[:, 0], first[:, 1]
+  x1, y1 = last[:, 0] + 1, last[:, 1] + 1
+  corners = corners.at[y0, x0].add(nonempty).at[y0, x1].add(-nonempty)
+  corners = corners.at[y1, x0].add(-nonempty).at[y1, x1].add(nonempty)
+  covered = jnp.cumsum(jnp.cumsum(corners, axis=0), axis=1)
+  return covered[:tiles_y, :tiles_x].reshape(-1)
+
+
 def bin_gaussians(projected: ProjectedGaussians, width: int, height: int, tile_size: int,
-                  capacity: int) -> TileBins:
-  """Tile lists for `projected` (N Gaussians) on a width × height image."""
+                  capacity: int, max_pairs: int) -> TileBins:
+  """Tile runs for `projected` (N Gaussians) on a width × height image.
+
+  `capacity` caps the Gaussians composited per tile (nearest kept); `max_pairs` is the static
+  size of the pair buffer.
+  """
   tiles_x, tiles_y = tile_grid(width, height, tile_size)
   num_tiles = tiles_x * tiles_y
   num_gaussians = projected.depths.shape[0]
@@ -68,28 +91,27 @@ def bin_gaussians(projected: ProjectedGaussians, width: int, height: int, tile_s
   span = jnp.maximum(last - first + 1, 0)
   pairs_per_gaussian = span[:, 0] * span[:, 1]
   pair_ends = jnp.cumsum(pairs_per_gaussian)
-  total_pairs = pair_ends[-1]
 
-  # Slot p holds pair number p; pairs are numbered Gaussian by Gaussian in depth order.
-  num_slots = min(num_tiles * capacity, num_tiles * num_gaussians)
-  slots = jnp.arange(num_slots, dtype=jnp.int32)
-  owner = jnp.minimum(jnp.searchsorted(pair_ends, slots, side="right"), num_gaussians - 1)
-  local = slots - (pair_ends[owner] - pairs_per_gaussian[owner])
+  # Slot p holds pair number p; pairs are numbered Gaussian by Gaussian in depth order. The
+  # owner of each slot: write each Gaussian's rank where its pairs begin, then a running max
+  # (O(P), several times cheaper than a binary search per slot).
+  slots = jnp.arange(max_pairs, dtype=jnp.int32)
+  pair_starts = pair_ends - pairs_per_gaussian
+  ranks = jnp.arange(num_gaussians, dtype=jnp.int32)
+  begins = jnp.zeros(max_pairs, jnp.int32).at[
+      jnp.where(pairs_per_gaussian > 0, pair_starts, max_pairs)].max(ranks, mode="drop")
+  owner = jax.lax.cummax(begins)
+  local = slots - pair_starts[owner]
   row_len = jnp.maximum(span[owner, 0], 1)
   tile_x = first[owner, 0] + local % row_len
   tile_y = first[owner, 1] + local // row_len
-  tile_key = jnp.where(slots < total_pairs, tile_y * tiles_x + tile_x, num_tiles)
+  tile_key = jnp.where(slots < pair_ends[-1], tile_y * tiles_x + tile_x, num_tiles)
 
-  starts, counts, sorted_owner = _group_by_tile(tile_key, owner, num_tiles, num_gaussians)
-
-  lane = jnp.arange(capacity, dtype=jnp.int32)
-  valid = lane[None, :] < counts[:, None]
-  positions = jnp.minimum(starts[:, None] + lane[None, :], num_slots - 1)
-  ids = jnp.where(valid, order[sorted_owner[positions]], 0)
-  composited = jnp.sum(jnp.minimum(counts, capacity))
-  return TileBins(ids=ids, valid=valid, counts=counts,
-                  overflow=(total_pairs - composited).astype(jnp.int32),
-                  max_load=jnp.max(counts).astype(jnp.int32))
+  starts, buffered, sorted_owner = _group_by_tile(tile_key, owner, num_tiles, num_gaussians)
+  loads = box_counts(first, last, tiles_x, tiles_y)
+  counts = jnp.minimum(buffered, capacity)
+  return TileBins(pair_ids=order[sorted_owner], starts=starts, counts=counts, loads=loads,
+                  overflow=jnp.sum(loads - counts).astype(jnp.int32))
 
 
 def _group_by_tile(tile_key, owner, num_tiles, num_gaussians):

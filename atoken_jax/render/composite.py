@@ -1,16 +1,18 @@
 """Front-to-back alpha compositing of tiles, with a hand-written backward pass.
 
-For each pixel p and its tile's Gaussians i = 0..K−1 (nearest first):
+For each pixel p and its tile's Gaussians i = 0, 1, ... (nearest first):
   v_i = o_i·exp(−σ_i),  σ_i = ½ dᵀ Q_i d,  d = p − μ_i,  Q_i = [[a, b], [b, c]]
   α_i = min(0.999, v_i) if v_i ≥ 1/255 else 0 (skipped)
   T_i = Π_{j<i} (1 − α_j); Gaussian i ends the pixel, uncomposited, if T_i(1 − α_i) ≤ 1e-4
   out_p = Σ_i w_i f_i with w_i = α_i T_i over the composited ones; T_final = Π (1 − α_i).
 Features f_i [F] carry colour and depth, so one formula serves every channel.
 
-The backward pass is a second forward sweep: with S = Σ_F G_F·out_F known from the saved output,
-the weight still to come after Gaussian i is S − Σ_{k≤i} w_k g_k, so nothing per-step is stored.
-Tiles run in batches of B (`lax.map`), Gaussians in blocks of L (`lax.scan`); a block is skipped
-(`lax.cond`) when no tile of the batch has Gaussians there or every pixel is finished.
+Work layout: tiles are sorted by load and processed B at a time; each batch walks its tiles'
+runs of the pair list in blocks of L Gaussians with a `lax.while_loop` that stops at the
+batch's longest run or once every pixel is finished, so the cost follows the real load and
+no [tiles, capacity] array exists. The backward pass is a second forward sweep: with
+S = Σ_F G_F·out_F known from the saved output, the weight still to come after Gaussian i is
+S − Σ_{k≤i} w_k g_k, so nothing per step is stored; per-Gaussian gradients are scatter-added.
 """
 from __future__ import annotations
 
@@ -77,173 +79,171 @@ def _tile_pixels(origins, tile_size, dtype):
   return origins[:, None, :].astype(dtype) + offsets[None]
 
 
-def _blocks(array, block_size):
-  """[B, K, ...] → [K / L, L, B, ...] for scanning over blocks of L Gaussians."""
-  batch, capacity = array.shape[:2]
-  split = array.reshape((batch, capacity // block_size, block_size) + array.shape[2:])
-  return jnp.moveaxis(split, 0, 2)
+def _split(table, num_features):
+  """[..., 6 + F] Gaussian rows → (means2d, conics, opacities, features)."""
+  return table[..., 0:2], table[..., 2:5], table[..., 5], table[..., 6:6 + num_features]
 
 
-def _unblocks(array):
-  """Inverse of `_blocks`."""
-  array = jnp.moveaxis(array, 2, 0)
-  return array.reshape((array.shape[0], -1) + array.shape[3:])
+class _Batch:
+  """Static description of one batch of B tiles: where their runs live and their pixels."""
+
+  def __init__(self, tiles, layout, tile_size, block_size, dtype):
+    pair_ids, starts, counts, origins = layout
+    self.starts, self.counts = starts[tiles], counts[tiles]
+    self.pixels = _tile_pixels(origins[tiles], tile_size, dtype)
+    self.pair_ids = pair_ids
+    self.lanes = jnp.arange(block_size, dtype=jnp.int32)
+    self.longest = jnp.max(self.counts)
+
+  def gaussians(self, start):
+    """Gaussian indices [L, B] of lanes start..start+L of each tile's run, and validity."""
+    offsets = start + self.lanes[:, None]
+    valid = offsets < self.counts[None, :]
+    slots = jnp.clip(self.starts[None, :] + offsets, 0, self.pair_ids.shape[0] - 1)
+    return jnp.where(valid, self.pair_ids[slots], 0), valid
 
 
-def _batch_forward(batch, tile_size, block_size):
-  """Composite one batch of B tiles.
+def _batch_forward(table, num_features, batch: _Batch):
+  """Composite one batch. Returns (out [B, P, F], transmittance [B, P], ended [B, P])."""
+  dtype = table.dtype
+  shape = batch.pixels.shape[:2]
 
-  Returns (out [B, P, F], transmittance [B, P], ended [B, P] 1.0 where the transmittance cut-off
-  ended the pixel).
-  """
-  means2d, conics, opacities, features, counts, origins = batch
-  dtype = means2d.dtype
-  pixels = _tile_pixels(origins, tile_size, dtype)
-  num_pixels, num_features = pixels.shape[1], features.shape[-1]
-  xs = tuple(_blocks(x, block_size) for x in (means2d, conics, opacities, features))
-  block_starts = jnp.arange(len(xs[0]), dtype=jnp.int32) * block_size
+  def keep_going(state):
+    start, _, done, _ = state
+    return (start < batch.longest) & ~jnp.all(done)
 
-  def step(carry, inputs):
-    start, block = inputs[0], inputs[1:]
+  def step(state):
+    start, transmittance, done, out = state
+    ids, valid = batch.gaussians(start)
+    means2d, conics, opacities, features = _split(table[ids], num_features)
+    opacities = jnp.where(valid, opacities, 0.0)
+    alpha = jax.lax.optimization_barrier(
+        _block_alpha(batch.pixels, means2d, conics, opacities)["alpha"])
+    weights, _, _, transmittance, done = _block_weights(alpha, transmittance, done)
+    out = out + jnp.einsum("lbp,lbf->bpf", weights, features)
+    return start + batch.lanes.shape[0], transmittance, done, out
 
-    def run(carry):
-      transmittance, done, out = carry
-      block_means, block_conics, block_opacities, block_features = block
-      pieces = _block_alpha(pixels, block_means, block_conics, block_opacities)
-      alpha = jax.lax.optimization_barrier(pieces["alpha"])  # computed once, used many times
-      weights, _, _, transmittance, done = _block_weights(alpha, transmittance, done)
-      out = out + jnp.einsum("lbp,lbf->bpf", weights, block_features)
-      return transmittance, done, out
-
-    active = jnp.any(counts > start) & ~jnp.all(carry[1])
-    return jax.lax.cond(active, run, lambda c: c, carry), None
-
-  init = (jnp.ones((len(origins), num_pixels), dtype), jnp.zeros((len(origins), num_pixels), bool),
-          jnp.zeros((len(origins), num_pixels, num_features), dtype))
-  (transmittance, done, out), _ = jax.lax.scan(step, init, (block_starts,) + xs)
+  init = (jnp.int32(0), jnp.ones(shape, dtype), jnp.zeros(shape, bool),
+          jnp.zeros(shape + (num_features,), dtype))
+  _, transmittance, done, out = jax.lax.while_loop(keep_going, step, init)
   return out, transmittance, done.astype(dtype)
 
 
-def _batch_backward(batch, outputs, cotangents, tile_size, block_size):
-  """Gradients for one batch w.r.t. means2d, conics, opacities, features ([B, K, ...] each)."""
-  means2d, conics, opacities, features, counts, origins = batch
+def _batch_backward(table, num_features, batch: _Batch, outputs, cotangents, grad_table):
+  """Adds this batch's contribution to d loss / d table ([N, 6 + F]) and returns it."""
   out, final_transmittance, _ = outputs
   grad_out, grad_transmittance, _ = cotangents
-  dtype = means2d.dtype
-  pixels = _tile_pixels(origins, tile_size, dtype)
-  num_pixels = pixels.shape[1]
-  xs = tuple(_blocks(x, block_size) for x in (means2d, conics, opacities, features))
-  block_starts = jnp.arange(len(xs[0]), dtype=jnp.int32) * block_size
+  dtype = table.dtype
+  shape = batch.pixels.shape[:2]
   total_weighted = jnp.sum(grad_out * out, axis=-1)  # S = Σ_i w_i g_i per pixel
   tail_transmittance = grad_transmittance * final_transmittance
 
-  def step(carry, inputs):
-    start, block = inputs[0], inputs[1:]
-    block_means, block_conics, block_opacities, block_features = block
+  def keep_going(state):
+    start, _, done, _, _ = state
+    return (start < batch.longest) & ~jnp.all(done)
 
-    def run(carry):
-      transmittance, done, weighted_so_far = carry
-      pieces = jax.lax.optimization_barrier(
-          _block_alpha(pixels, block_means, block_conics, block_opacities))
-      alpha = pieces["alpha"]
-      weights, live, before, transmittance, done = _block_weights(alpha, transmittance, done)
-      grad_weight = jnp.einsum("bpf,lbf->lbp", grad_out, block_features)
-      weighted = weights * grad_weight
-      weighted_through = weighted_so_far[None] + _running(jnp.add, weighted)
-      remaining = total_weighted[None] - weighted_through
-      grad_alpha = jnp.where(
-          live, before * grad_weight - (remaining + tail_transmittance[None]) / (1 - alpha), 0.0)
-      grad_value = jnp.where(pieces["kept"] & (pieces["value"] < ALPHA_MAX), grad_alpha, 0.0)
-      grad_sigma = -grad_value * pieces["value"]
-      dx, dy = pieces["dx"], pieces["dy"]
-      a, b, c = (block_conics[:, :, k, None] for k in range(3))  # [L, B, 1]
-      grads = (
-          jnp.stack([jnp.sum(-grad_sigma * (a * dx + b * dy), axis=-1),
-                     jnp.sum(-grad_sigma * (b * dx + c * dy), axis=-1)], axis=-1),
-          jnp.stack([jnp.sum(grad_sigma * 0.5 * dx * dx, axis=-1),
-                     jnp.sum(grad_sigma * dx * dy, axis=-1),
-                     jnp.sum(grad_sigma * 0.5 * dy * dy, axis=-1)], axis=-1),
-          jnp.sum(grad_value * pieces["falloff"], axis=-1),
-          jnp.einsum("lbp,bpf->lbf", weights, grad_out),
-      )
-      return (transmittance, done, weighted_through[-1]), grads
+  def step(state):
+    start, transmittance, done, weighted_so_far, grad_table = state
+    ids, valid = batch.gaussians(start)
+    means2d, conics, opacities, features = _split(table[ids], num_features)
+    opacities = jnp.where(valid, opacities, 0.0)
+    pieces = jax.lax.optimization_barrier(_block_alpha(batch.pixels, means2d, conics, opacities))
+    alpha = pieces["alpha"]
+    weights, live, before, transmittance, done = _block_weights(alpha, transmittance, done)
+    grad_weight = jnp.einsum("bpf,lbf->lbp", grad_out, features)
+    weighted_through = weighted_so_far[None] + _running(jnp.add, weights * grad_weight)
+    remaining = total_weighted[None] - weighted_through
+    grad_alpha = jnp.where(
+        live, before * grad_weight - (remaining + tail_transmittance[None]) / (1 - alpha), 0.0)
+    grad_value = jnp.where(pieces["kept"] & (pieces["value"] < ALPHA_MAX), grad_alpha, 0.0)
+    grad_sigma = -grad_value * pieces["value"]
+    dx, dy = pieces["dx"], pieces["dy"]
+    a, b, c = (conics[:, :, k, None] for k in range(3))  # [L, B, 1]
+    grad_rows = jnp.concatenate([
+        jnp.sum(-grad_sigma * (a * dx + b * dy), axis=-1)[..., None],
+        jnp.sum(-grad_sigma * (b * dx + c * dy), axis=-1)[..., None],
+        jnp.sum(grad_sigma * 0.5 * dx * dx, axis=-1)[..., None],
+        jnp.sum(grad_sigma * dx * dy, axis=-1)[..., None],
+        jnp.sum(grad_sigma * 0.5 * dy * dy, axis=-1)[..., None],
+        jnp.sum(grad_value * pieces["falloff"], axis=-1)[..., None],
+        jnp.einsum("lbp,bpf->lbf", weights, grad_out),
+    ], axis=-1)
+    grad_rows = jnp.where(valid[..., None], grad_rows, 0.0)
+    grad_table = grad_table.at[ids.reshape(-1)].add(grad_rows.reshape(-1, grad_rows.shape[-1]))
+    return (start + batch.lanes.shape[0], transmittance, done, weighted_through[-1], grad_table)
 
-    def skip(carry):
-      return carry, tuple(jnp.zeros_like(x) for x in block)
+  init = (jnp.int32(0), jnp.ones(shape, dtype), jnp.zeros(shape, bool), jnp.zeros(shape, dtype),
+          grad_table)
+  return jax.lax.while_loop(keep_going, step, init)[-1]
 
-    active = jnp.any(counts > start) & ~jnp.all(carry[1])
-    return jax.lax.cond(active, run, skip, carry)
 
-  init = (jnp.ones((len(origins), num_pixels), dtype), jnp.zeros((len(origins), num_pixels), bool),
-          jnp.zeros((len(origins), num_pixels), dtype))
-  _, grads = jax.lax.scan(step, init, (block_starts,) + xs)
-  return tuple(_unblocks(g) for g in grads)
+def _batches(counts, tiles_per_batch):
+  """Tile indices [T' / B, B], sorted by load so each batch has similar work, padded with -1."""
+  num_tiles = counts.shape[0]
+  padded = -(-num_tiles // tiles_per_batch) * tiles_per_batch
+  order = jnp.argsort(counts).astype(jnp.int32)
+  order = jnp.concatenate([order, jnp.full(padded - num_tiles, -1, jnp.int32)])
+  return order.reshape(-1, tiles_per_batch)
 
 
 @functools.lru_cache(maxsize=None)
-def _compositor(tile_size: int, block_size: int):
-  """A custom-VJP compositor over batched tiles for fixed static sizes."""
+def _compositor(num_features: int, tile_size: int, tiles_per_batch: int, block_size: int):
+  """A custom-VJP compositor for fixed static sizes."""
+
+  def with_padding_tile(layout):
+    """Append an empty tile that padding entries (index -1) of `_batches` point to."""
+    pair_ids, starts, counts, origins = layout
+    return (pair_ids, jnp.append(starts, 0), jnp.append(counts, 0),
+            jnp.concatenate([origins, origins[:1]]))
+
+  def forward_all(table, layout):
+    batches = _batches(layout[2], tiles_per_batch)
+    padded = with_padding_tile(layout)
+    results = jax.lax.map(
+        lambda tiles: _batch_forward(
+            table, num_features, _Batch(tiles, padded, tile_size, block_size, table.dtype)),
+        batches)
+    inverse = jnp.argsort(batches.reshape(-1))[-layout[2].shape[0]:]
+    return tuple(r.reshape((-1,) + r.shape[2:])[inverse] for r in results)
 
   @jax.custom_vjp
-  def composite(means2d, conics, opacities, features, counts, origins):
-    return _forward(means2d, conics, opacities, features, counts, origins)
+  def composite(table, layout):
+    return forward_all(table, layout)
 
-  def _forward(*batched):
-    return jax.lax.map(lambda b: _batch_forward(b, tile_size, block_size), batched)
-
-  def forward(*batched):
-    outputs = _forward(*batched)
-    return outputs, (batched, outputs)
+  def forward(table, layout):
+    outputs = forward_all(table, layout)
+    return outputs, (table, layout, outputs)
 
   def backward(residuals, cotangents):
-    batched, outputs = residuals
-    grads = jax.lax.map(
-        lambda args: _batch_backward(args[0], args[1], args[2], tile_size, block_size),
-        (batched, outputs, cotangents))
-    return grads + (None, None)
+    table, layout, outputs = residuals
+    batches = _batches(layout[2], tiles_per_batch)
+    padded = with_padding_tile(layout)
+    pad = lambda x: jnp.concatenate([x, jnp.zeros_like(x[:1])])
+
+    def one_batch(grad_table, tiles):
+      batch = _Batch(tiles, padded, tile_size, block_size, table.dtype)
+      picked = lambda values: tuple(pad(v)[tiles] for v in values)
+      return _batch_backward(table, num_features, batch, picked(outputs), picked(cotangents),
+                             grad_table), None
+
+    grad_table, _ = jax.lax.scan(one_batch, jnp.zeros_like(table), batches)
+    return grad_table, jax.tree.map(lambda _: None, layout)
 
   composite.defvjp(forward, backward)
   return composite
 
 
-def composite_tiles(means2d, conics, opacities, features, counts, origins, *, tile_size: int,
-                    tiles_per_batch: int, block_size: int):
-  """Composite T tiles of K Gaussians each.
+def composite_tiles(means2d, conics, opacities, features, pair_ids, starts, counts, origins, *,
+                    tile_size: int, tiles_per_batch: int, block_size: int):
+  """Composite T tiles from per-Gaussian arrays and the tile runs of a pair list.
 
-  means2d [T, K, 2]; conics [T, K, 3]; opacities [T, K] (0 for unused slots); features
-  [T, K, F]; counts [T] int32 slots in use (a hint for skipping; may exceed K); origins [T, 2]
+  means2d [N, 2]; conics [N, 3]; opacities [N]; features [N, F]; pair_ids [P] int32; tile t
+  composites pair_ids[starts[t] : starts[t] + counts[t]] (nearest first); origins [T, 2]
   top-left pixel corner (x, y) of each tile. Returns (out [T, tile², F], transmittance
-  [T, tile²], ended [T, tile²] 1.0 where the cut-off ended the pixel, no gradient) with pixels
-  in row-major order inside each tile.
+  [T, tile²], ended [T, tile²] 1.0 where the cut-off ended the pixel, no gradient), pixels in
+  row-major order inside each tile.
   """
-  num_tiles, capacity = opacities.shape
-  block_size = min(block_size, capacity)
-  padded_capacity = -(-capacity // block_size) * block_size
-  tiles_per_batch = min(tiles_per_batch, num_tiles)
-  padded_tiles = -(-num_tiles // tiles_per_batch) * tiles_per_batch
-
-  # Batch tiles of similar load together so that empty blocks can be skipped. Padding tiles
-  # repeat tile 0 with zero opacity and zero count: they add nothing and receive nothing.
-  tile_order = jnp.argsort(counts)
-  tile_order = jnp.concatenate([tile_order, jnp.zeros(padded_tiles - num_tiles, tile_order.dtype)])
-  is_real_tile = jnp.arange(padded_tiles) < num_tiles
-  pad_slots = padded_capacity - capacity
-
-  def arrange(x, pad_slots=0):
-    return _batched(x[tile_order], tiles_per_batch, pad_slots)
-
-  opacities = jnp.where(is_real_tile[:, None], opacities[tile_order], 0.0)
-  counts = jnp.where(is_real_tile, counts[tile_order], 0)
-  batched = (arrange(means2d, pad_slots), arrange(conics, pad_slots),
-             _batched(opacities, tiles_per_batch, pad_slots), arrange(features, pad_slots),
-             _batched(counts, tiles_per_batch), arrange(origins))
-  outputs = _compositor(tile_size, block_size)(*batched)
-  inverse = jnp.argsort(tile_order[:num_tiles])
-  return tuple(x.reshape((padded_tiles,) + x.shape[2:])[inverse] for x in outputs)
-
-
-def _batched(x, tiles_per_batch, pad_slots=0):
-  """[T', ...] already in batch order → [T' / B, B, ...], padding axis 1 by `pad_slots`."""
-  if pad_slots:
-    x = jnp.pad(x, [(0, 0), (0, pad_slots)] + [(0, 0)] * (x.ndim - 2))
-  return x.reshape((x.shape[0] // tiles_per_batch, tiles_per_batch) + x.shape[1:])
+  table = jnp.concatenate([means2d, conics, opacities[:, None], features], axis=-1)
+  layout = (pair_ids, starts, counts, origins)
+  tiles_per_batch = min(tiles_per_batch, counts.shape[0])
+  return _compositor(features.shape[-1], tile_size, tiles_per_batch, block_size)(table, layout)

@@ -69,12 +69,13 @@ def apply_filter_3d(scales: jax.Array, opacities: jax.Array, filter_3d) -> tuple
   filter_sq = jnp.broadcast_to(filter_sq, scales.shape[:1])[:, None]
   scales_sq = jnp.square(scales)
   filtered_sq = scales_sq + filter_sq
-  # A zero filter leaves scale and opacity untouched (and their gradients finite).
-  filtering = filter_sq > 0
-  ratio = jnp.where(filtering, scales_sq / jnp.where(filtering, filtered_sq, 1.0), 1.0)
+  # A zero filter gives back s and o exactly (√(s·s) = s and s²/s² = 1 in IEEE arithmetic).
+  # Every branch depends on the scales, so XLA never constant-folds a [N, 3] product.
+  positive = filtered_sq > 0
+  ratio = jnp.where(positive, scales_sq / jnp.where(positive, filtered_sq, 1.0), 1.0)
   det_ratio = jnp.prod(ratio, axis=-1)
   compensation = jnp.where(det_ratio > 0, jnp.sqrt(jnp.where(det_ratio > 0, det_ratio, 1.0)), 0.0)
-  new_scales = jnp.where(filtering, jnp.sqrt(jnp.where(filtering, filtered_sq, 1.0)), scales)
+  new_scales = jnp.where(positive, jnp.sqrt(jnp.where(positive, filtered_sq, 1.0)), 0.0)
   return new_scales, opacities * compensation
 
 

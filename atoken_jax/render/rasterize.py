@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from atoken_jax.render.binning import bin_gaussians, tile_grid
+from atoken_jax.render.binning import bin_gaussians, default_max_pairs, tile_grid
 from atoken_jax.render.camera import Camera
 from atoken_jax.render.composite import composite_tiles
 from atoken_jax.render.project import apply_filter_3d, project_gaussians
@@ -27,12 +27,13 @@ class RenderOutput:
 
   rgb [H, W, C] composited colour over the background; alpha [H, W] = 1 − final transmittance;
   depth [H, W] expected depth Σ wᵢzᵢ / alpha of the centres' camera z (0 where alpha = 0);
-  overflow int32 scalar: (tile, Gaussian) overlaps dropped because a tile was full;
-  lossy_tiles int32 scalar: full tiles in which some pixel was still unfinished (not ended by
-  the transmittance cut-off) after the K nearest Gaussians — only these can differ from the
-  exact image, so lossy_tiles == 0 means exact even when overflow > 0;
-  max_tile_load int32 scalar: the largest number of Gaussians that reached one tile (a
-  `tile_capacity` at or above it never overflows).
+  overflow int32 scalar: (tile, Gaussian) overlaps not composited because a tile was full
+  (`tile_capacity`) or the pair buffer was (`max_pairs`);
+  lossy_tiles int32 scalar: tiles that dropped Gaussians while some pixel was still unfinished
+  (not ended by the transmittance cut-off) — only these can differ from the exact image, so
+  lossy_tiles == 0 means exact even when overflow > 0;
+  max_tile_load int32 scalar: the largest number of Gaussians whose footprint box touches one
+  tile (a `tile_capacity` at or above it never overflows).
   """
   rgb: jax.Array
   alpha: jax.Array
@@ -44,9 +45,9 @@ class RenderOutput:
 
 def rasterize(means, scales, quats_wxyz, opacities, colors, camera: Camera,
               background: Sequence[float] | jax.Array = (0.0, 0.0, 0.0), filter_2d=0.0,
-              mip: bool = False, *, filter_3d=0.0, tile_capacity: int = 1024,
-              tile_size: int = 16, tiles_per_batch: int = 16,
-              block_size: int = 64) -> RenderOutput:
+              mip: bool = False, *, filter_3d=0.0, tile_capacity: int | None = None,
+              max_pairs: int | None = None, tile_size: int = 16,
+              tiles_per_batch: int | None = None, block_size: int = 32) -> RenderOutput:
   """Render Gaussians (activated values, not raw decoder outputs).
 
   Args:
@@ -62,9 +63,15 @@ def rasterize(means, scales, quats_wxyz, opacities, colors, camera: Camera,
       gsplat "antialiased");
     filter_3d: scalar or [N] world-space std of mip-splatting's 3D filter (scales become
       √(s² + f²), opacities are scaled by √(det Σ / det Σ_filtered)); 0 = off;
-    tile_capacity: K, most Gaussians composited per tile (nearest kept; see `overflow`);
-    tile_size: tile edge in pixels; tiles_per_batch, block_size: work granularity (tiles per
-      `lax.map` step, Gaussians per `lax.scan` step).
+    tile_capacity: K, most Gaussians composited per tile (the nearest are kept; see
+      `overflow`); None = no limit;
+    max_pairs: static size of the (tile, Gaussian) pair buffer; None =
+      `binning.default_max_pairs(N, tiles)` (8 per Gaussian, at least 64 per tile). When the
+      overlaps exceed it the farthest Gaussians' pairs are dropped and counted in `overflow`;
+    tile_size: tile edge in pixels;
+    tiles_per_batch, block_size: work granularity — tiles composited side by side, and
+      Gaussians per loop step (unrolled, so larger blocks compile slower). tiles_per_batch
+      None = 8 on CPU, 256 on accelerators.
   Returns a `RenderOutput`.
   """
   means, scales, quats_wxyz, opacities, colors = _check_inputs(
@@ -74,10 +81,18 @@ def rasterize(means, scales, quats_wxyz, opacities, colors, camera: Camera,
   if background.shape != (num_channels,):
     raise ValueError(f"background must have {num_channels} values (one per colour channel), "
                      f"got shape {background.shape}")
-  for name, value in (("tile_capacity", tile_capacity), ("tile_size", tile_size),
-                      ("tiles_per_batch", tiles_per_batch), ("block_size", block_size)):
-    if not isinstance(value, (int, np.integer)) or value < 1:
+  tiles_per_batch = (8 if jax.default_backend() == "cpu" else 256) if tiles_per_batch is None \
+      else tiles_per_batch
+  sizes = dict(tile_capacity=tile_capacity, max_pairs=max_pairs, tile_size=tile_size,
+               tiles_per_batch=tiles_per_batch, block_size=block_size)
+  for name, value in sizes.items():
+    if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
       raise ValueError(f"{name} must be a positive int, got {value!r}")
+  tiles_x, tiles_y = tile_grid(camera.width, camera.height, int(tile_size))
+  if tile_capacity is None:
+    tile_capacity = means.shape[0]
+  if max_pairs is None:
+    max_pairs = default_max_pairs(means.shape[0], tiles_x * tiles_y)
   filter_3d = jnp.asarray(filter_3d, means.dtype)
   if filter_3d.shape not in ((), (means.shape[0],)):
     raise ValueError(f"filter_3d must be a scalar or [N={means.shape[0]}], "
@@ -87,8 +102,9 @@ def rasterize(means, scales, quats_wxyz, opacities, colors, camera: Camera,
     colors = _sh_colors(colors, means, camera)
   return _render(means, scales, quats_wxyz, opacities, colors, camera, background,
                  jnp.asarray(filter_2d, means.dtype), jnp.asarray(mip, bool), filter_3d,
-                 tile_capacity=int(tile_capacity), tile_size=int(tile_size),
-                 tiles_per_batch=int(tiles_per_batch), block_size=int(block_size))
+                 tile_capacity=int(tile_capacity), max_pairs=int(max_pairs),
+                 tile_size=int(tile_size), tiles_per_batch=int(tiles_per_batch),
+                 block_size=int(block_size))
 
 
 def _check_inputs(means, scales, quats_wxyz, opacities, colors, camera):
@@ -131,27 +147,27 @@ def _check_inputs(means, scales, quats_wxyz, opacities, colors, camera):
   return (means, *checked, colors)
 
 
-@functools.partial(jax.jit, static_argnames=("tile_capacity", "tile_size", "tiles_per_batch",
-                                             "block_size"))
+@functools.partial(jax.jit, static_argnames=("tile_capacity", "max_pairs", "tile_size",
+                                             "tiles_per_batch", "block_size"))
 def _render(means, scales, quats_wxyz, opacities, colors, camera, background, filter_2d, mip,
-            filter_3d, *, tile_capacity, tile_size, tiles_per_batch, block_size):
+            filter_3d, *, tile_capacity, max_pairs, tile_size, tiles_per_batch, block_size):
   scales, opacities = apply_filter_3d(scales, opacities, filter_3d)
   projected = project_gaussians(means, scales, quats_wxyz, opacities, camera, filter_2d, mip)
-  bins = bin_gaussians(projected, camera.width, camera.height, tile_size, tile_capacity)
+  bins = bin_gaussians(projected, camera.width, camera.height, tile_size, tile_capacity,
+                       max_pairs)
 
   features = jnp.concatenate([colors, projected.depths[:, None]], axis=-1)
   opacities = jnp.where(projected.visible, projected.opacities, 0.0)
-  tile_opacities = jnp.where(bins.valid, opacities[bins.ids], 0.0)
   tiles_x, tiles_y = tile_grid(camera.width, camera.height, tile_size)
   tile_index = jnp.arange(tiles_x * tiles_y)
   origins = jnp.stack([tile_index % tiles_x, tile_index // tiles_x], axis=-1) * tile_size
   out, transmittance, ended = composite_tiles(
-      projected.means2d[bins.ids], projected.conics[bins.ids], tile_opacities,
-      features[bins.ids], bins.counts, origins, tile_size=tile_size,
-      tiles_per_batch=tiles_per_batch, block_size=block_size)
+      projected.means2d, projected.conics, opacities, features, bins.pair_ids, bins.starts,
+      bins.counts, origins, tile_size=tile_size, tiles_per_batch=tiles_per_batch,
+      block_size=block_size)
 
   unfinished = (ended < 0.5) & _pixels_in_image(origins, tile_size, camera.width, camera.height)
-  lossy_tiles = jnp.sum((bins.counts > tile_capacity) & jnp.any(unfinished, axis=-1))
+  lossy_tiles = jnp.sum((bins.loads > bins.counts) & jnp.any(unfinished, axis=-1))
   image = _tiles_to_image(jnp.concatenate([out, transmittance[..., None]], axis=-1), tiles_x,
                           tiles_y, tile_size)[:camera.height, :camera.width]
   num_channels = colors.shape[-1]
@@ -161,7 +177,8 @@ def _render(means, scales, quats_wxyz, opacities, colors, camera, background, fi
   has_alpha = alpha > 0
   depth = jnp.where(has_alpha, image[..., num_channels] / jnp.where(has_alpha, alpha, 1.0), 0.0)
   return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, overflow=bins.overflow,
-                      lossy_tiles=lossy_tiles.astype(jnp.int32), max_tile_load=bins.max_load)
+                      lossy_tiles=lossy_tiles.astype(jnp.int32),
+                      max_tile_load=jnp.max(bins.loads).astype(jnp.int32))
 
 
 @jax.jit
