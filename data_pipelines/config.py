@@ -1,0 +1,152 @@
+"""Data configuration: one `ml_collections.ConfigDict` per task, plus the paper's stage mixtures.
+
+A task's data config (`default_task_config`) says where samples come from, how they are
+transformed at a curriculum stage, and the static batch shape [B = batch_rows, L = row_len] with
+S = max_samples_per_row slots per row. Experiment configs embed it and override fields, e.g.
+`--config.data.tasks.image_recon.row_len=8192`.
+
+Source specs (`sources`, a tuple; parts are mixed by `weights`, default proportional to size):
+  "default"            the bundled dataset (built on first use, see `default_data.py`)
+  "arrayrecord:PATH"   a prepared directory (PATH/<modality>/*.array_record) or shard glob
+  "folder:PATH"        a folder of images / videos / meshes / NeRF renders (+ .txt captions)
+  "tfds:NAME[:SPLIT]"  a TFDS dataset in `tfds.data_dir` (ArrayRecord format; NAME may also be
+                       the path of a prepared TFDS dataset version directory)
+
+Paper facts used below (paper notes §1, §5): per-stage maximum side (image 512 / 1024 / 2048,
+video 512 / 1024, minimum 64), reconstruction clips of up to 32 frames at stride 1-12,
+understanding at 1 FPS up to 64 frames, and the stage task ratios.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+TASKS = ("image_recon", "image_understand", "video_recon", "video_understand", "voxels_recon",
+         "voxels_understand")
+try:  # the per-slot codes of a packed batch belong to the token format
+  from atoken_jax.tokens import MODALITY_IDS, TASK_IDS
+except ImportError:  # a token format without them: the same codes
+  MODALITY_IDS = {"image": 0, "video": 1, "voxels": 2}
+  TASK_IDS = {"reconstruction": 0, "understanding": 1}
+
+# Paper Table 2: maximum side per stage (the minimum is 64 everywhere).
+IMAGE_MAX_SIDE = {1: 512, 2: 1024, 3: 2048, 4: 2048}
+VIDEO_MAX_SIDE = {1: 512, 2: 512, 3: 1024, 4: 1024}
+# Paper Table 2 task ratios I^r / V^u / V^r / 3D^u / 3D^r. Image understanding (distillation)
+# is not part of the ratios: the paper runs it in every stage (batch 8192, grad accumulation).
+STAGE_RATIOS = {
+    1: {"image_recon": 100.0},
+    2: {"image_recon": 22.2, "video_understand": 11.1, "video_recon": 66.6},
+    3: {"image_recon": 22.2, "video_understand": 11.1, "video_recon": 44.4,
+        "voxels_understand": 11.1, "voxels_recon": 11.1},
+}
+STAGE_RATIOS[4] = dict(STAGE_RATIOS[3])
+
+# Per-process batch shape per preset: (B rows, L tokens per row, S slots per row).
+_SHAPES = {
+    "paper": {"image": (2, 16384, 128), "video": (2, 16384, 64), "voxels": (2, 32768, 8)},
+    "tiny": {"image": (2, 256, 16), "video": (2, 256, 16), "voxels": (2, 2048, 2)},
+}
+
+
+def _split(name: str) -> tuple[str, str]:
+  if name not in TASKS:
+    raise ValueError(f"unknown task {name!r}; expected one of {TASKS}")
+  modality, kind = name.split("_")
+  return modality, "reconstruction" if kind == "recon" else "understanding"
+
+
+def default_task_config(name: str = "image_recon", stage: int = 1, preset: str = "tiny"
+                        ) -> ml_collections.ConfigDict:
+  """The data config of one task at one curriculum stage.
+
+  Args:
+    name: one of `TASKS` ("<modality>_<recon|understand>").
+    stage: curriculum stage 1-4 (sets the resolution ranges).
+    preset: "paper" (paper resolutions, long rows) or "tiny" (small sides and rows for CPU runs
+      on the bundled data).
+
+  Returns:
+    ConfigDict; see the field comments.
+  """
+  if stage not in IMAGE_MAX_SIDE:
+    raise ValueError(f"stage must be 1-4, got {stage}")
+  if preset not in _SHAPES:
+    raise ValueError(f"preset must be one of {tuple(_SHAPES)}, got {preset!r}")
+  modality, task = _split(name)
+  tiny = preset == "tiny"
+  rows, row_len, slots = _SHAPES[preset][modality]
+  understand = task == "understanding"
+
+  c = ml_collections.ConfigDict()
+  c.name = name
+  c.task = task  # "reconstruction" | "understanding"
+  c.modalities = (modality,)  # modalities read from every source ("image", "video", "voxels")
+  c.sources = ("default",)  # source specs, see the module docstring
+  c.weights = ()  # one per (source, modality) part; () = proportional to the part's size
+  c.tfds = ml_collections.ConfigDict(dict(
+      data_dir="",  # TFDS data_dir ("" = TFDS default)
+      image_key="image", video_key="video",  # feature holding pixels of the task's modality
+      caption_key="",  # e.g. "captions/text" (a list: one is drawn per sample); "" = none
+      name_key=""))  # feature naming the sample in bad-data reports; "" = "<name>#<index>"
+
+  c.batch_rows = rows  # B
+  c.row_len = row_len  # L tokens per row
+  c.max_samples_per_row = slots  # S
+  c.tile_latent_frames = 4  # temporal tile (spec §1.4)
+
+  c.image = ml_collections.ConfigDict(dict(
+      min_side=32 if tiny else 64,  # longer side after resize ~ U[min_side, max_side] px
+      max_side=128 if tiny else IMAGE_MAX_SIDE[stage],
+      allow_upscale=True,  # False: never enlarge (the side is capped at the source's)
+      hflip=not understand))  # random horizontal flip (off when captions may say left/right)
+  c.video = ml_collections.ConfigDict(dict(
+      min_side=32 if tiny else 64,
+      max_side=96 if tiny else VIDEO_MAX_SIDE[stage],
+      allow_upscale=True,
+      hflip=not understand,
+      strides=tuple(range(1, 13)),  # reconstruction: frame stride drawn from these
+      fps=1.0 if understand else 0.0,  # > 0: sample at this rate instead of strides
+      max_frames=(16 if tiny else 64) if understand else (8 if tiny else 32),
+      long="truncate" if understand else "split"))  # rows too short: split|truncate|drop
+  c.voxels = ml_collections.ConfigDict(dict(
+      num_views=16,  # meshes / NeRF folders rendered or read at 256^2
+      max_voxels=0,  # 0 = row_len; larger assets are handled by `long`
+      long="subsample" if tiny else "drop"))  # "drop" | "subsample" (random subset, counted)
+  c.text = ml_collections.ConfigDict(dict(
+      tokenizer="bytes",  # "bytes" (ByteTokenizer) or a SentencePiece model path (Gemma)
+      text_len=64,
+      required=understand))  # True: a sample without a caption is bad data ("missing_caption")
+
+  c.pack = ml_collections.ConfigDict(dict(
+      lookahead=1.5,  # candidate tokens gathered per batch, as a multiple of B * L
+      max_wait=4,  # batches a left-over sample may wait before it is placed first
+      read_threads=0,  # threads decoding records ahead inside each worker (0 = inline)
+      read_ahead=8))  # records decoded ahead when read_threads > 0
+
+  c.seed = 0
+  c.shuffle = True
+  c.num_epochs = 0  # 0 = repeat forever
+  c.shard_index = -1  # -1 = jax.process_index()
+  c.shard_count = -1  # -1 = jax.process_count()
+  c.num_workers = 0  # Grain worker processes (mp_prefetch); 0 = in this process
+  c.worker_buffer_size = 2  # batches buffered per worker
+  c.prefetch_batches = 2  # with num_workers = 0: batches prepared ahead in a thread
+  c.bad = ml_collections.ConfigDict(dict(
+      max_fraction=0.1,  # abort when more than this fraction of records is bad ...
+      min_records=50,  # ... once at least this many records were read
+      warn_limit=20))  # log a warning for the first N bad records (then only in metrics)
+  return c
+
+
+def default_mixture_config(stage: int = 1, preset: str = "tiny") -> ml_collections.ConfigDict:
+  """The paper's task mixture of a stage: {tasks: {name: task config}, ratios: {name: ratio}}.
+
+  The trainer walks `ratios` round-robin (`mixing.TaskSchedule`). Image understanding is
+  included as a task but not in the ratios (the paper runs it alongside every stage).
+  """
+  ratios = dict(STAGE_RATIOS[stage])
+  names = list(ratios) + ["image_understand"]
+  c = ml_collections.ConfigDict()
+  c.tasks = ml_collections.ConfigDict({n: default_task_config(n, stage, preset) for n in names})
+  c.ratios = ml_collections.ConfigDict(ratios)
+  return c
