@@ -136,9 +136,8 @@ def main() -> None:
   parser.add_argument("--skip-throughput", action="store_true")
   args = parser.parse_args()
   print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, grain {grain.__version__}"
-        if hasattr(grain, "__version__") else f"machine: {platform.platform()}, "
-        f"{os.cpu_count()} CPUs")
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load average at start {os.getloadavg()[0]:.1f}")
   if not args.skip_throughput:
     print("\n| modality | workers | samples/s | real tokens/s | packing eff. | batch [B, L] |")
     print("|---|---|---|---|---|---|")
