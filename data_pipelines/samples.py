@@ -104,6 +104,8 @@ class SampleFn:
       return Processed([], (e.reason, name, e.message))
     except Exception as e:  # noqa: BLE001 - bad input must be a counted skip, never a crash
       return Processed([], ("decode_error", name, f"{type(e).__name__}: {e}"))
+    if any(len(seq) > self.row_len for seq, _ in seqs):  # e.g. a 1 x 10000 px image
+      return Processed([], None, {"dropped_too_long": 1})
     ids = self.tokenizer.encode(caption) if caption else np.zeros(
         self.tokenizer.text_len, np.int32)
     samples = [Sample(tokens=s, modality=MODALITY_IDS[modality], task=self.task, text_ids=ids,
