@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import ml_collections
 
+from atoken_jax.tokens import MODALITY_IDS, TASK_IDS  # noqa: F401 (per-slot codes, re-exported)
+
 TASKS = ("image_recon", "image_understand", "video_recon", "video_understand", "voxels_recon",
          "voxels_understand")
-try:  # the per-slot codes of a packed batch belong to the token format
-  from atoken_jax.tokens import MODALITY_IDS, TASK_IDS
-except ImportError:  # a token format without them: the same codes
-  MODALITY_IDS = {"image": 0, "video": 1, "voxels": 2}
-  TASK_IDS = {"reconstruction": 0, "understanding": 1}
 
 # Paper Table 2: maximum side per stage (the minimum is 64 everywhere).
 IMAGE_MAX_SIDE = {1: 512, 2: 1024, 3: 2048, 4: 2048}

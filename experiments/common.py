@@ -45,7 +45,7 @@ def base(preset: str) -> ml_collections.ConfigDict:
       # perceptual_max_side px fit the static canvas
       perceptual_size=64 if tiny else 224, perceptual_max_side=256 if tiny else 512,
       lpips_net="alex" if tiny else "vgg",
-      lpips_weights="",    # LPIPS trunk + linear layers (.safetensors/.npz; tools/convert_lpips_weights.py)
+      lpips_weights="",    # LPIPS trunk + linear layers (tools/convert_lpips_weights.py)
       teacher="",          # frozen SigLIP2 vision tower (HF directory or .safetensors)
       text_tower="",       # frozen SigLIP2 text tower (HF directory or .safetensors)
       text_embeddings_in_batch=False,  # True: the data pipeline precomputes text embeddings
@@ -53,6 +53,8 @@ def base(preset: str) -> ml_collections.ConfigDict:
       distill_logit_scale=4.8438,  # SigLIP2's (log-space), as ml-atoken hard-codes it
       siglip_scale_init=math.log(10.0), siglip_bias_init=-10.0))
 
+  if tiny:  # random frozen nets (see atoken_jax/train/frozen.py): keep every term in scale
+    c.loss.update(lpips=1.0, gram=1.0)
   c.optim = ml_collections.ConfigDict(dict(
       lr=3e-4, end_lr=3e-5, warmup_steps=2_000, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
       encoder_lr_mult=0.1, clip_norm=1.0, ema_decay=0.9999))
@@ -62,3 +64,16 @@ def base(preset: str) -> ml_collections.ConfigDict:
   c.tasks = ml_collections.ConfigDict()
   c.sweep = []
   return c
+
+
+def tasks(stage: int, preset: str, accum_steps: dict) -> ml_collections.ConfigDict:
+  """{task name: {accum_steps, data}} for the round-robin schedule; each task's data config is
+  the data pipeline's default for this stage (override any field from the command line, e.g.
+  --config.tasks.image_recon.data.sources="('folder:/data/imgs',)")."""
+  from data_pipelines import config as data_config  # pylint: disable=import-outside-toplevel
+  data_preset = "tiny" if preset == "tiny" else "paper"
+  out = ml_collections.ConfigDict()
+  for name, accum in accum_steps.items():
+    out[name] = ml_collections.ConfigDict(dict(
+        accum_steps=accum, data=data_config.default_task_config(name, stage, data_preset)))
+  return out

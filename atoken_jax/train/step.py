@@ -6,7 +6,7 @@ over all micro-batches, then applied once. Nothing here reads values back to the
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp

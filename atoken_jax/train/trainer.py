@@ -98,6 +98,13 @@ def task_schedule(cfg: ml_collections.ConfigDict) -> list[tuple[str, int, object
   return out
 
 
+def default_iterators(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+  """One Grain iterator per scheduled task, over this process's shard of its data."""
+  from data_pipelines import build_task_iterator  # pylint: disable=import-outside-toplevel
+  return {name: build_task_iterator(t.data) for name, t in cfg.tasks.items()
+          if t.accum_steps > 0}
+
+
 class StateTemplate:
   """What a config implies for the train state: model config, optimiser, the abstract state
   and its shardings on `mesh`, and a jitted initialiser that creates it already sharded."""
@@ -134,9 +141,7 @@ class Trainer:
     # ---------------------------------------------------------------- mesh
     self.mesh = sharding_lib.make_mesh(**cfg.mesh, devices=devices)
     # ---------------------------------------------------------------- input
-    if make_iterators is None:
-      from data_pipelines import trainer_iterators  # pylint: disable=import-outside-toplevel
-      make_iterators = trainer_iterators
+    make_iterators = make_iterators or default_iterators
     self.iterators = dict(make_iterators(cfg))
     self.schedule = task_schedule(cfg)
     # ---------------------------------------------------------------- model + state

@@ -1,0 +1,50 @@
+"""The `atoken` command line.
+
+  atoken train    --config=experiments/stage1_image.py:tiny --workdir=DIR [--config.a.b=v ...]
+  atoken sweep    --config=experiments/x.py[:arg] --workdir=ROOT [--launch]
+  atoken export   --workdir=DIR [--step=N] [--ema] --format=ml-atoken --out=FILE.safetensors
+  atoken tokenize FILE... (--checkpoint=DIR | --ml-atoken=W.safetensors --yaml=Y.yaml)
+  atoken data prepare SRC DST
+  atoken eval     --config=experiments/eval_x.py[:arg] --checkpoint=...
+"""
+from __future__ import annotations
+
+import sys
+
+USAGE = __doc__
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv if argv is None else argv)
+  if len(argv) < 2 or argv[1] in ("-h", "--help"):
+    print(USAGE)
+    return 0
+  command, rest = argv[1], argv[2:]
+  prog = f"atoken {command}"
+  if command == "train":
+    from atoken_jax.train import launch  # pylint: disable=import-outside-toplevel
+    return launch.train_main([prog] + rest)
+  if command == "sweep":
+    from atoken_jax.train import launch  # pylint: disable=import-outside-toplevel
+    return launch.sweep_main([prog] + rest)
+  if command == "export":
+    from atoken_jax.train import export  # pylint: disable=import-outside-toplevel
+    return export.main(rest)
+  if command == "tokenize":
+    from atoken_jax import tokenize_cli  # pylint: disable=import-outside-toplevel
+    return tokenize_cli.main(rest)
+  if command == "data":
+    if not rest or rest[0] != "prepare":
+      print("usage: atoken data prepare SRC DST [options]", file=sys.stderr)
+      return 2
+    from data_pipelines import prepare  # pylint: disable=import-outside-toplevel
+    return int(prepare.main(rest[1:]) or 0)
+  if command == "eval":
+    from atoken_jax.eval import cli as eval_cli  # pylint: disable=import-outside-toplevel
+    return int(eval_cli.main(rest) or 0)
+  print(f"unknown command {command!r}\n{USAGE}", file=sys.stderr)
+  return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,20 @@
+"""Stage 1 (paper §3.5, Table 2): image reconstruction + image understanding, latent 32, the
+encoder initialised from SigLIP2-So400m/16-NaFlex; 200k steps, images 64-512 px.
+
+  atoken train --config=experiments/stage1_image.py:tiny --workdir=/tmp/s1   # CPU, bundled data
+  atoken train --config=experiments/stage1_image.py --workdir=$WORKDIR \\
+      --config.init.siglip2=$SIGLIP2 --config.loss.teacher=$SIGLIP2 \\
+      --config.loss.text_tower=$SIGLIP2 --config.loss.lpips_weights=$LPIPS \\
+      --config.tasks.image_recon.data.sources="('tfds:imagenet2012',)"
+"""
+from experiments import common
+
+
+def get_config(arg: str = "so400m"):
+  c = common.base(arg)
+  tiny = arg == "tiny"
+  c.stage = 1
+  c.total_steps = 60 if tiny else 200_000
+  c.model.latent_dim = 32
+  c.tasks = common.tasks(1, arg, {"image_recon": 1, "image_understand": 1})
+  return c

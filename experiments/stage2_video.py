@@ -1,0 +1,23 @@
+"""Stage 2 (paper §3.5): + video reconstruction and understanding, latent 32 -> 48 (new
+channels initialised as atoken_jax/train/stages.py says); 200k steps; images up to 1024 px,
+video up to 512 px. Task ratio image-recon : video-understand : video-recon = 22.2 : 11.1 : 66.6
+(2 : 1 : 6 micro-batches per step), image understanding in every step.
+
+  atoken train --config=experiments/stage2_video.py:tiny --workdir=/tmp/s2 \\
+      --config.init.previous_stage=/tmp/s1
+"""
+from experiments import common
+
+
+def get_config(arg: str = "so400m"):
+  c = common.base(arg)
+  tiny = arg == "tiny"
+  c.stage = 2
+  c.total_steps = 40 if tiny else 200_000
+  c.model.latent_dim = 48
+  c.tasks = common.tasks(2, arg, {"image_recon": 2, "image_understand": 1,
+                                  "video_understand": 1, "video_recon": 6})
+  if tiny:
+    c.tasks = common.tasks(2, arg, {"image_recon": 1, "image_understand": 1,
+                                    "video_understand": 1, "video_recon": 1})
+  return c
