@@ -101,8 +101,9 @@ def main():
   parser.add_argument("--max-pairs", type=int, default=None,
                       help="pair buffer size (default: 8 per Gaussian)")
   parser.add_argument("--tiles-per-batch", type=int, default=None,
-                      help="default: 8 on CPU, 256 on accelerators")
-  parser.add_argument("--block-size", type=int, default=32)
+                      help="default: 4 on CPU, 256 on accelerators")
+  parser.add_argument("--block-size", type=int, default=None,
+                      help="default: 16 on CPU, 32 on accelerators")
   parser.add_argument("--repeats", type=int, default=2)
   run(parser.parse_args())
 

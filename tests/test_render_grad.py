@@ -1,6 +1,7 @@
 """float64 checks of `rasterize`: images against the numpy dense reference to 1e-10, gradients
-against autodiff of the jnp dense reference and against central finite differences, for means,
-scales, quats, opacities, colours and background. One compiled program serves every test."""
+against autodiff of the jnp dense reference (means, scales, quats, opacities, colours,
+background and the camera) and against central finite differences. One compiled program serves
+every test."""
 import functools
 
 import jax
@@ -30,7 +31,10 @@ def _scene(seed=7):
 
 
 def _camera(far=100.0):
-  return scene_camera(width=WIDTH, height=HEIGHT, eye=(0.2, -2.2, 0.5), far=far)
+  camera = scene_camera(width=WIDTH, height=HEIGHT, eye=(0.2, -2.2, 0.5), far=far)
+  as64 = lambda x: jnp.asarray(np.asarray(x), jnp.float64)
+  return camera.replace(fx=as64(camera.fx), fy=as64(camera.fy), cx=as64(camera.cx),
+                        cy=as64(camera.cy), world_to_camera=as64(camera.world_to_camera))
 
 
 def _weights():
@@ -47,7 +51,7 @@ def _loss(images):
 
 @functools.lru_cache(maxsize=None)
 def _images_and_grads(kind):
-  """Compiled (rgb, alpha, depth), d loss / d params for one renderer."""
+  """Compiled (rgb, alpha, depth), (d loss / d params, d loss / d camera) for one renderer."""
 
   def render_fn(params, camera, mip):
     if kind == "dense":
@@ -56,10 +60,10 @@ def _images_and_grads(kind):
     return out.rgb, out.alpha, out.depth
 
   def run(params, camera, mip):
-    images, vjp = jax.vjp(lambda p: render_fn(p, camera, mip), params)
+    images, vjp = jax.vjp(lambda p, c: render_fn(p, c, mip), params, camera)
     weights = _weights()
-    (grads,) = vjp((jnp.asarray(weights[0]), jnp.asarray(weights[1]),
-                    0.1 * jnp.asarray(weights[2])))
+    grads = vjp((jnp.asarray(weights[0]), jnp.asarray(weights[1]),
+                 0.1 * jnp.asarray(weights[2])))
     return images, grads
   return jax.jit(run)
 
@@ -80,9 +84,11 @@ def test_images_match_numpy_reference_to_1e10(mip):
 def test_gradients_match_dense_reference_autodiff(mip):
   with jax.enable_x64(True):
     params, camera = _scene(), _camera()
-    _, got = _images_and_grads("tiled")(params, camera, mip)
-    _, want = _images_and_grads("dense")(params, camera, mip)
-    for name in NAMES:
+    _, (got, got_camera) = _images_and_grads("tiled")(params, camera, mip)
+    _, (want, want_camera) = _images_and_grads("dense")(params, camera, mip)
+    for name in ("fx", "fy", "cx", "cy", "world_to_camera"):  # through the projection
+      got[name], want[name] = getattr(got_camera, name), getattr(want_camera, name)
+    for name in NAMES + ("fx", "fy", "cx", "cy", "world_to_camera"):
       scale = float(jnp.max(jnp.abs(want[name])))
       assert scale > 1e-6, f"{name}: gradient is zero, the check would be vacuous"
       np.testing.assert_allclose(np.asarray(got[name]), np.asarray(want[name]),
@@ -93,7 +99,7 @@ def test_gradients_match_finite_differences():
   with jax.enable_x64(True):
     params, camera = _scene(), _camera()
     run = _images_and_grads("tiled")
-    _, grads = run(params, camera, True)
+    _, (grads, _) = run(params, camera, True)
     loss = lambda p: float(_loss([np.asarray(x) for x in run(p, camera, True)[0]]))
     rng = np.random.default_rng(1)
     eps = 1e-6
@@ -114,7 +120,7 @@ def test_gradients_are_finite_with_culled_gaussians():
     params["means"] = params["means"].at[0].set(eye - 0.5 * forward)  # behind the camera
     params["means"] = params["means"].at[1].set(eye + 5.0 * forward)  # beyond far
     params["opacities"] = params["opacities"].at[2].set(0.0)
-    _, grads = _images_and_grads("tiled")(params, camera, True)
+    _, (grads, _) = _images_and_grads("tiled")(params, camera, True)
     for name, grad in grads.items():
       assert np.all(np.isfinite(np.asarray(grad))), name
     for index in (0, 1):
