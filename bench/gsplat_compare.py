@@ -43,7 +43,8 @@ def _time(fn, repeats, sync=lambda result: result):
 def run_ours(asset, camera, args, tiles_per_batch, block_size):
   params = {k: jnp.asarray(v) for k, v in asset.items()}
   options = dict(filter_2d=args.filter_2d, mip=args.mip, tile_capacity=args.capacity,
-                 tiles_per_batch=tiles_per_batch, block_size=block_size)
+                 max_pairs=args.max_pairs, tiles_per_batch=tiles_per_batch,
+                 block_size=block_size)
   forward = jax.jit(lambda p: render.rasterize(**p, camera=camera, **options))
 
   def loss(p):
@@ -101,7 +102,10 @@ def main():
   parser.add_argument("--voxels", type=int, default=20_000)
   parser.add_argument("--per-voxel", type=int, default=32)
   parser.add_argument("--size", type=int, default=512)
-  parser.add_argument("--capacity", type=int, default=4096)
+  parser.add_argument("--capacity", type=int, default=None,
+                      help="tile_capacity (default: no limit, exact)")
+  parser.add_argument("--max-pairs", type=int, default=None,
+                      help="pair buffer (default: 8 per Gaussian)")
   parser.add_argument("--tiles-per-batch", type=int, default=256)
   parser.add_argument("--block-size", type=int, default=32)
   parser.add_argument("--filter-2d", type=float, default=0.3)
