@@ -203,6 +203,7 @@ def _compositor(num_features: int, tile_size: int, tiles_per_batch: int, block_s
         lambda tiles: _batch_forward(
             table, num_features, _Batch(tiles, padded, tile_size, block_size, table.dtype)),
         batches)
+    # Back to tile order: padding entries (-1) sort first, then tiles 0, 1, ...
     inverse = jnp.argsort(batches.reshape(-1))[-layout[2].shape[0]:]
     return tuple(r.reshape((-1,) + r.shape[2:])[inverse] for r in results)
 

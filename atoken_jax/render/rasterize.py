@@ -1,8 +1,9 @@
 """`rasterize`: render N 3D Gaussians seen by one camera to RGB, alpha and depth images.
 
 Pipeline: (optional SH → RGB, optional 3D filter) → EWA projection (`project.py`) → tile binning
-with a static per-tile capacity (`binning.py`) → front-to-back compositing with a hand-written
-VJP (`composite.py`). Works under `jax.jit`, `jax.grad` and `jax.vmap` (over cameras).
+into a static pair buffer, optional per-tile capacity (`binning.py`) → front-to-back compositing
+with a hand-written VJP (`composite.py`). Works under `jax.jit`, `jax.grad` and `jax.vmap` (over
+cameras); the options that fix shapes are static.
 """
 from __future__ import annotations
 
@@ -81,19 +82,9 @@ def rasterize(means, scales, quats_wxyz, opacities, colors, camera: Camera,
   if background.shape != (num_channels,):
     raise ValueError(f"background must have {num_channels} values (one per colour channel), "
                      f"got shape {background.shape}")
-  on_cpu = jax.default_backend() == "cpu"
-  tiles_per_batch = (4 if on_cpu else 256) if tiles_per_batch is None else tiles_per_batch
-  block_size = (16 if on_cpu else 32) if block_size is None else block_size
-  sizes = dict(tile_capacity=tile_capacity, max_pairs=max_pairs, tile_size=tile_size,
-               tiles_per_batch=tiles_per_batch, block_size=block_size)
-  for name, value in sizes.items():
-    if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
-      raise ValueError(f"{name} must be a positive int, got {value!r}")
-  tiles_x, tiles_y = tile_grid(camera.width, camera.height, int(tile_size))
-  if tile_capacity is None:
-    tile_capacity = means.shape[0]
-  if max_pairs is None:
-    max_pairs = default_max_pairs(means.shape[0], tiles_x * tiles_y)
+  sizes = _static_sizes(means.shape[0], camera, tile_capacity=tile_capacity,
+                        max_pairs=max_pairs, tile_size=tile_size,
+                        tiles_per_batch=tiles_per_batch, block_size=block_size)
   filter_3d = jnp.asarray(filter_3d, means.dtype)
   if filter_3d.shape not in ((), (means.shape[0],)):
     raise ValueError(f"filter_3d must be a scalar or [N={means.shape[0]}], "
@@ -103,9 +94,24 @@ def rasterize(means, scales, quats_wxyz, opacities, colors, camera: Camera,
     colors = _sh_colors(colors, means, camera)
   return _render(means, scales, quats_wxyz, opacities, colors, camera, background,
                  jnp.asarray(filter_2d, means.dtype), jnp.asarray(mip, bool), filter_3d,
-                 tile_capacity=int(tile_capacity), max_pairs=int(max_pairs),
-                 tile_size=int(tile_size), tiles_per_batch=int(tiles_per_batch),
-                 block_size=int(block_size))
+                 **sizes)
+
+
+def _static_sizes(num_gaussians, camera, **sizes):
+  """Validates the shape-fixing options and fills in their defaults (see `rasterize`)."""
+  on_cpu = jax.default_backend() == "cpu"
+  defaults = dict(tiles_per_batch=4 if on_cpu else 256, block_size=16 if on_cpu else 32)
+  for name, value in sizes.items():
+    if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+      raise ValueError(f"{name} must be a positive int, got {value!r}")
+  sizes = {name: int(value) if value is not None else defaults.get(name)
+           for name, value in sizes.items()}
+  tiles_x, tiles_y = tile_grid(camera.width, camera.height, sizes["tile_size"])
+  if sizes["tile_capacity"] is None:
+    sizes["tile_capacity"] = num_gaussians
+  if sizes["max_pairs"] is None:
+    sizes["max_pairs"] = default_max_pairs(num_gaussians, tiles_x * tiles_y)
+  return sizes
 
 
 def _check_inputs(means, scales, quats_wxyz, opacities, colors, camera):
