@@ -1,6 +1,7 @@
 # atoken-jax: `make install` once (or let `make train` / `make test` do it), then train or test.
 PY ?= .venv/bin/python
 VENV_STAMP := .venv/.installed
+WORKDIR ?= workdirs/tiny_stage1
 export XLA_PYTHON_CLIENT_PREALLOCATE ?= false
 
 .PHONY: install train test test-slow lint bench clean
@@ -16,7 +17,7 @@ install: $(VENV_STAMP)
 
 # The main job on the bundled default data, tiny preset, on CPU.
 train: $(VENV_STAMP)
-	$(PY) -m atoken_jax.train --config=experiments/stage1_image.py:tiny --workdir=workdirs/tiny_stage1
+	$(PY) -m atoken_jax.train --config=experiments/stage1_image.py:tiny --workdir=$(WORKDIR)
 
 test: $(VENV_STAMP)
 	$(PY) -m pytest -n 2 --durations=15
@@ -29,6 +30,7 @@ lint: $(VENV_STAMP)
 
 bench: $(VENV_STAMP)
 	$(PY) bench/bench_model.py
+	$(PY) bench/bench_train_memory.py
 
 clean:
 	rm -rf .venv .pytest_cache workdirs

@@ -17,7 +17,9 @@ def _batch(rows):
   return packing.pack(seqs, row_len=16, max_samples_per_row=2, num_rows=rows)
 
 
-@pytest.mark.parametrize("mesh_shape", [dict(data=2, fsdp=4), dict(data=1, fsdp=4, tensor=2)])
+@pytest.mark.parametrize("mesh_shape", [
+    dict(data=2, fsdp=4),
+    pytest.param(dict(data=1, fsdp=4, tensor=2), marks=pytest.mark.slow)])
 def test_sharded_forward_equals_single_device(mesh_shape):
   if jax.device_count() < 8:
     pytest.skip("needs 8 (fake) devices")

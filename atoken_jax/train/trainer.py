@@ -140,6 +140,8 @@ class Trainer:
     os.makedirs(self.workdir, exist_ok=True)
     # ---------------------------------------------------------------- mesh
     self.mesh = sharding_lib.make_mesh(**cfg.mesh, devices=devices)
+    log.info("mesh: %s over %d devices in %d processes", dict(self.mesh.shape),
+             self.mesh.size, jax.process_count())
     # ---------------------------------------------------------------- input
     make_iterators = make_iterators or default_iterators
     self.iterators = dict(make_iterators(cfg))
