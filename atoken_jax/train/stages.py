@@ -82,7 +82,12 @@ def restore_previous_stage(trainer, state):
                                                  trainer.model_cfg.latent_dim],
       "quantizer": [prev_cfg.quantizer, trainer.model_cfg.quantizer]})
   log.info("initialised from %s step %d", init.previous_stage, prev_step)
-  return state.replace(params=params, ema_params=params)
+  return state.replace(params=params, ema_params=_copy(params))
+
+
+def _copy(tree):
+  """Distinct buffers for the EMA: the update donates params and EMA separately."""
+  return jax.tree.map(jnp.copy, tree)
 
 
 def load_siglip2(trainer, state):
@@ -101,7 +106,7 @@ def load_siglip2(trainer, state):
                                          for k in imported}))
   params = {**state.params, "model": model}
   _append_lineage(trainer.workdir, {"from_siglip2": os.path.abspath(trainer.cfg.init.siglip2)})
-  return state.replace(params=params, ema_params=params)
+  return state.replace(params=params, ema_params=_copy(params))
 
 
 def _append_lineage(workdir: str, entry: dict[str, Any]) -> None:
