@@ -17,6 +17,7 @@ def base(preset: str) -> ml_collections.ConfigDict:
   c.total_steps = 200_000
   c.log_every = 5 if tiny else 50
   c.ckpt_every = 20 if tiny else 2_000
+  c.image_every = 20 if tiny else 1_000  # original | reconstruction to TensorBoard (0 = off)
   c.keep = 3
   c.keep_every = 0 if tiny else 50_000
   c.async_checkpoints = True
@@ -62,7 +63,8 @@ def base(preset: str) -> ml_collections.ConfigDict:
     c.optim.warmup_steps = 5
     c.optim.ema_decay = 0.99
   c.tasks = ml_collections.ConfigDict()
-  c.sweep = []
+  # A sweep: a list of flattened override dicts; `atoken sweep` prints or launches one run each.
+  c.sweep = [{"optim.lr": 1e-3}, {"optim.lr": 3e-3}] if tiny else []
   return c
 
 

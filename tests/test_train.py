@@ -188,3 +188,33 @@ def test_full_objective_trains_on_reconstruction_and_understanding_tasks(tmp_pat
   assert int(state.skipped) == 0
   siglip = jax.device_get(state.params["siglip"])
   assert float(siglip["logit_bias"]) != cfg.loss.siglip_bias_init
+
+
+def test_checkpoint_from_8_devices_restores_onto_1_and_logs_pictures(tmp_path):
+  if jax.device_count() < 8:
+    pytest.skip("needs 8 fake devices")
+  cfg = _cfg(2, **{"mesh.data": 2, "mesh.fsdp": 4, "image_every": 1})
+  saved = _trainer(cfg, tmp_path, jax.devices(), rows=8).run()
+  one = _trainer(_cfg(2), tmp_path, rows=8)  # same workdir, one device, different sharding
+  restored = one.initial_state()
+  assert len(jax.tree.leaves(restored.params)[0].sharding.device_set) == 1
+  for a, b in zip(_leaves(saved), _leaves(restored), strict=True):
+    np.testing.assert_array_equal(a, b)
+  events = list((tmp_path / "tb").glob("events.*"))
+  assert events and b"reconstruction/image_recon" in events[0].read_bytes()
+
+
+def test_sweep_lists_one_run_per_override(tmp_path):
+  import subprocess
+  import sys
+  from atoken_jax.train import launch
+  cfg = common.base("tiny")
+  runs = launch.sweep_runs(cfg)
+  assert [o for _, o in runs] == [{"optim.lr": 1e-3}, {"optim.lr": 3e-3}]
+  assert len({name for name, _ in runs}) == 2
+  out = subprocess.run([sys.executable, "-m", "atoken_jax.cli", "sweep",
+                        "--config=experiments/stage1_image.py:tiny", f"--workdir={tmp_path}"],
+                       capture_output=True, text=True, check=True).stdout
+  lines = [l for l in out.splitlines() if " train " in l]
+  assert len(lines) == 2 and "--config.optim.lr=0.003" in lines[1]
+  assert str(tmp_path / runs[1][0]) in lines[1]

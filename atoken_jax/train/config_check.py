@@ -37,6 +37,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   _check(cfg, "ckpt_every", pos_int, "must be a positive integer")
   _check(cfg, "keep", pos_int, "must be a positive integer")
   _check(cfg, "keep_every", lambda v: isinstance(v, int) and v >= 0, "must be >= 0 (0 = off)")
+  _check(cfg, "image_every", lambda v: isinstance(v, int) and v >= 0, "must be >= 0 (0 = off)")
   _check(cfg, "max_consecutive_nonfinite", pos_int, "must be a positive integer")
   _check(cfg, "model.preset", lambda v: v in config_lib.PRESETS,
          f"must be one of {sorted(config_lib.PRESETS)}")

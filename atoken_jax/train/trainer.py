@@ -24,6 +24,7 @@ import numpy as np
 
 from atoken_jax import config as config_lib
 from atoken_jax import sharding as sharding_lib
+from atoken_jax import tokens as tokens_lib
 from atoken_jax.model import atoken as atoken_model
 from atoken_jax.tokenizer import dummy_inputs
 from atoken_jax.train import checkpoint as ckpt_lib
@@ -166,6 +167,7 @@ class Trainer:
                                               async_save=cfg.async_checkpoints)
     self._stop = False
     self.last_report: dict[str, float] = {}
+    self._reconstruct = None
 
   # ------------------------------------------------------------------ state
   def initial_state(self) -> state_lib.TrainState:
@@ -224,7 +226,7 @@ class Trainer:
     tokens = flops = 0.0
     pending = {}
     progress = _progress(cfg.total_steps, step)
-    last_stats = None
+    last_stats = picture_batch = None
     while step < cfg.total_steps:
       if self._preempted(step):
         self.save(state, force=True)
@@ -241,10 +243,12 @@ class Trainer:
           tokens += st["tokens"]
           flops += metrics_lib.train_flops(self.model_cfg, st["tokens"], st["attn_pairs"])
           rng = jax.random.fold_in(jax.random.fold_in(state.rng, step), micro)
+          device_batch = global_batch(host, self.mesh)
           grads, task_metrics[task] = self.fns.micro(
-              grads, task_metrics.get(task), state.params, self.frozen,
-              global_batch(host, self.mesh), rng, terms)
+              grads, task_metrics.get(task), state.params, self.frozen, device_batch, rng, terms)
           micro += 1
+          if terms.images and terms.reconstruction:
+            picture_batch = (host, device_batch)
       state, stats = self.fns.update(state, grads, jnp.float32(micro))
       step += 1
       progress.update(1)
@@ -257,6 +261,8 @@ class Trainer:
         self._report(step, pending, timer, tokens, flops, peak, writer, progress)
         tokens = flops = 0.0
         timer.reset()
+      if cfg.image_every and step % cfg.image_every == 0 and picture_batch is not None:
+        self._log_picture(step, state, picture_batch, writer)
       if step % cfg.ckpt_every == 0 or step == cfg.total_steps:
         self.save(state)
     self._check_nonfinite(last_stats)
@@ -270,6 +276,23 @@ class Trainer:
       batch = {**batch, **perceptual_inputs.resize_weights(
           batch, loss.perceptual_size, loss.perceptual_max_side // config_lib.PATCH_HW)}
     return batch
+
+  def _log_picture(self, step, state, picture_batch, writer) -> None:
+    """Original | reconstruction (posterior mean) of the first image slot, to TensorBoard."""
+    host, device_batch = picture_batch
+    if self._reconstruct is None:
+      model = atoken_model.AToken(self.model_cfg)
+      self._reconstruct = jax.jit(
+          lambda p, b: model.apply({"params": p}, b, "mean")["reconstruction"])
+    rec = np.asarray(jax.device_get(self._reconstruct(state.params["model"], device_batch)))
+    mask = host["sample_ids"][0] == 1
+    if not mask.any():
+      return
+    coords = host["coords"][0][mask]
+    grid = (1, int(coords[:, 1].max()) + 1, int(coords[:, 2].max()) + 1)
+    seq = tokens_lib.TokenSeq(host["patches"][0][mask], coords, "image", 1, grid)
+    pair = [tokens_lib.tokens_to_pixels(x, seq) for x in (seq.patches, rec[0][mask])]
+    writer.image(step, "reconstruction/image_recon", (np.concatenate(pair, 1) + 1.0) / 2.0)
 
   def _check_nonfinite(self, stats) -> None:
     if stats is None:
