@@ -18,7 +18,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from atoken_jax import config as config_lib  # noqa: E402
 from atoken_jax import sharding  # noqa: E402
 from atoken_jax.train import frozen, objective, step  # noqa: E402
 from atoken_jax.train import trainer as trainer_lib  # noqa: E402
@@ -94,7 +93,6 @@ def main():
   flops = 3 * tokens * mc.flops_per_token(a.row_len)
   print(f"analytic train-step FLOPs (fwd+bwd, {tokens} tokens, attention over {a.row_len}): "
         f"{flops / 1e12:.2f} TFLOP ({flops / tokens / 1e9:.2f} GFLOP/token)")
-  del config_lib
 
 
 if __name__ == "__main__":
