@@ -25,25 +25,35 @@ from atoken_jax.interop import checkpoint_io
 _HEADS_BY_WIDTH = {768: 12, 1024: 16, 1152: 16, 1536: 16}
 
 
+def load_hf(path_or_state, config_key: str) -> tuple[dict[str, np.ndarray], dict]:
+  """A Hugging Face checkpoint -> (state dict, the `config_key` part of config.json or {}).
+
+  path_or_state: a model directory (config.json + *.safetensors), a .safetensors / .pt file,
+  or a state dict.
+  """
+  if isinstance(path_or_state, Mapping):
+    return {k: np.asarray(v) for k, v in path_or_state.items()}, {}
+  path = os.fspath(path_or_state)
+  if not os.path.isdir(path):
+    return checkpoint_io.load_state_dict(path), {}
+  files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+  if not files:
+    raise ValueError(f"{path}: no .safetensors files in this directory")
+  state = {}
+  for f in files:
+    state.update(checkpoint_io.load_state_dict(f))
+  hf = {}
+  cfg_path = os.path.join(path, "config.json")
+  if os.path.exists(cfg_path):
+    with open(cfg_path) as f:
+      hf = json.load(f)
+    hf = hf.get(config_key, hf)
+  return state, hf
+
+
 def read_siglip2(path_or_state) -> tuple[dict[str, np.ndarray], int | None]:
   """-> (vision state dict without prefix, num_heads from config.json or None)."""
-  num_heads = None
-  if isinstance(path_or_state, Mapping):
-    state = dict(path_or_state)
-  elif os.path.isdir(path_or_state):
-    files = sorted(glob.glob(os.path.join(path_or_state, "*.safetensors")))
-    if not files:
-      raise ValueError(f"{path_or_state}: no .safetensors files in this directory")
-    state = {}
-    for f in files:
-      state.update(checkpoint_io.load_state_dict(f))
-    cfg_path = os.path.join(path_or_state, "config.json")
-    if os.path.exists(cfg_path):
-      with open(cfg_path) as f:
-        hf = json.load(f)
-      num_heads = hf.get("vision_config", hf).get("num_attention_heads")
-  else:
-    state = checkpoint_io.load_state_dict(path_or_state)
+  state, hf = load_hf(path_or_state, "vision_config")
   vision = {}
   for k, v in state.items():
     if k.startswith("vision_model."):
@@ -52,7 +62,7 @@ def read_siglip2(path_or_state) -> tuple[dict[str, np.ndarray], int | None]:
       vision[k] = np.asarray(v)
   if "embeddings.patch_embedding.weight" not in vision:
     raise ValueError("not a SigLIP2 vision checkpoint: embeddings.patch_embedding.weight missing")
-  return vision, num_heads
+  return vision, hf.get("num_attention_heads")
 
 
 def encoder_trunk_config(vision: Mapping[str, np.ndarray],
@@ -74,14 +84,37 @@ def _linear(w, b=None):
   return out
 
 
-def _ln(s, prefix):
+def layer_norm(s, prefix):
+  """HF LayerNorm `prefix.{weight,bias}` -> our {scale, bias}."""
   return {"scale": np.asarray(s[prefix + ".weight"], np.float32),
           "bias": np.asarray(s[prefix + ".bias"], np.float32)}
 
 
-def _mlp(s, prefix):
+def mlp(s, prefix):
   return {"fc1": _linear(s[prefix + ".fc1.weight"], s[prefix + ".fc1.bias"]),
           "fc2": _linear(s[prefix + ".fc2.weight"], s[prefix + ".fc2.bias"])}
+
+
+def encoder_blocks(s, depth: int, width: int, heads: int) -> dict:
+  """HF `encoder.layers.{i}` (SigLIP vision and text towers alike) -> our `blocks_{i}`."""
+  c, h = width, heads
+  d = c // h
+  blocks = {}
+  for i in range(depth):
+    p = f"encoder.layers.{i}"
+    qkv_w = np.stack([np.asarray(s[f"{p}.self_attn.{n}_proj.weight"], np.float32).T
+                      for n in "qkv"], axis=1)  # [C, 3, C]
+    qkv_b = np.stack([np.asarray(s[f"{p}.self_attn.{n}_proj.bias"], np.float32) for n in "qkv"])
+    out_w = np.asarray(s[f"{p}.self_attn.out_proj.weight"], np.float32).T  # [C_in, C_out]
+    blocks[f"blocks_{i}"] = {
+        "norm1": layer_norm(s, f"{p}.layer_norm1"),
+        "norm2": layer_norm(s, f"{p}.layer_norm2"),
+        "attn": {"qkv": {"kernel": qkv_w.reshape(c, 3, h, d), "bias": qkv_b.reshape(3, h, d)},
+                 "out": {"kernel": out_w.reshape(h, d, c),
+                         "bias": np.asarray(s[f"{p}.self_attn.out_proj.bias"], np.float32)}},
+        "mlp": mlp(s, f"{p}.mlp"),
+    }
+  return blocks
 
 
 def siglip2_to_encoder_params(vision: Mapping[str, np.ndarray],
@@ -103,23 +136,9 @@ def siglip2_to_encoder_params(vision: Mapping[str, np.ndarray],
       "input_layer": {"kernel": kernel,
                       "bias": np.asarray(s["embeddings.patch_embedding.bias"], np.float32)},
       "pos_embedder": {"embedding": pos},
-      "post_layernorm": _ln(s, "post_layernorm"),
-      "transformer": {},
+      "post_layernorm": layer_norm(s, "post_layernorm"),
+      "transformer": encoder_blocks(s, trunk.depth, c, h),
   }
-  for i in range(trunk.depth):
-    p = f"encoder.layers.{i}"
-    qkv_w = np.stack([np.asarray(s[f"{p}.self_attn.{n}_proj.weight"], np.float32).T
-                      for n in "qkv"], axis=1)  # [C, 3, C]
-    qkv_b = np.stack([np.asarray(s[f"{p}.self_attn.{n}_proj.bias"], np.float32) for n in "qkv"])
-    out_w = np.asarray(s[f"{p}.self_attn.out_proj.weight"], np.float32).T  # [C_in, C_out]
-    enc["transformer"][f"blocks_{i}"] = {
-        "norm1": _ln(s, f"{p}.layer_norm1"),
-        "norm2": _ln(s, f"{p}.layer_norm2"),
-        "attn": {"qkv": {"kernel": qkv_w.reshape(c, 3, h, d), "bias": qkv_b.reshape(3, h, d)},
-                 "out": {"kernel": out_w.reshape(h, d, c),
-                         "bias": np.asarray(s[f"{p}.self_attn.out_proj.bias"], np.float32)}},
-        "mlp": _mlp(s, f"{p}.mlp"),
-    }
   in_w = np.asarray(s["head.attention.in_proj_weight"], np.float32)  # [3C, C]: q | k | v
   in_b = np.asarray(s["head.attention.in_proj_bias"], np.float32)
   head = {
@@ -128,7 +147,7 @@ def siglip2_to_encoder_params(vision: Mapping[str, np.ndarray],
       "key_value": {"kernel": in_w[c:].T.reshape(c, 2, h, d), "bias": in_b[c:].reshape(2, h, d)},
       "out": {"kernel": np.asarray(s["head.attention.out_proj.weight"], np.float32).T.reshape(
           h, d, c), "bias": np.asarray(s["head.attention.out_proj.bias"], np.float32)},
-      "layernorm": _ln(s, "head.layernorm"),
-      "mlp": _mlp(s, "head.mlp"),
+      "layernorm": layer_norm(s, "head.layernorm"),
+      "mlp": mlp(s, "head.mlp"),
   }
   return {"encoder": enc, "head": head}

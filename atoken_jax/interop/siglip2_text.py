@@ -8,14 +8,11 @@ too: they are the starting point of the sigmoid loss and the scale of distillati
 """
 from __future__ import annotations
 
-import glob
-import json
-import os
 from typing import Mapping
 
 import numpy as np
 
-from atoken_jax.interop import checkpoint_io, layer_stacking, siglip2
+from atoken_jax.interop import layer_stacking, siglip2
 from atoken_jax.text import siglip2_text
 
 _PREFIX = "text_model."
@@ -24,32 +21,10 @@ _OTHER = ("vision_model.", "logit_scale", "logit_bias")
 _HEADS_BY_WIDTH = {768: 12, 1024: 16, 1152: 16}
 
 
-def _load(path_or_state) -> tuple[dict[str, np.ndarray], dict]:
-  """-> (full state dict, text config fields from config.json or {})."""
-  if isinstance(path_or_state, Mapping):
-    return {k: np.asarray(v) for k, v in path_or_state.items()}, {}
-  path = os.fspath(path_or_state)
-  if not os.path.isdir(path):
-    return checkpoint_io.load_state_dict(path), {}
-  files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
-  if not files:
-    raise ValueError(f"{path}: no .safetensors files in this directory")
-  state = {}
-  for f in files:
-    state.update(checkpoint_io.load_state_dict(f))
-  hf = {}
-  cfg_path = os.path.join(path, "config.json")
-  if os.path.exists(cfg_path):
-    with open(cfg_path) as f:
-      hf = json.load(f)
-    hf = hf.get("text_config", hf)
-  return state, hf
-
-
 def read_siglip2_text(path_or_state) -> tuple[dict[str, np.ndarray], dict, dict[str, float]]:
   """-> (text state dict without `text_model.`, HF text config fields or {},
   {"logit_scale": ..., "logit_bias": ...} where the checkpoint has them)."""
-  state, hf = _load(path_or_state)
+  state, hf = siglip2.load_hf(path_or_state, "text_config")
   text, extras = {}, {}
   for k, v in state.items():
     if k in ("logit_scale", "logit_bias"):
@@ -86,28 +61,12 @@ def siglip2_text_to_params(text: Mapping[str, np.ndarray],
                            cfg: siglip2_text.TextConfig) -> dict:
   """HF names -> our parameter tree (float32; scanned if `cfg.scan_layers`)."""
   f32 = lambda a: np.asarray(a, np.float32)
-  ln, mlp = siglip2._ln, siglip2._mlp  # pylint: disable=protected-access  (shared HF layouts)
-  c, h = cfg.width, cfg.num_heads
-  d = c // h
   s = text
-  blocks = {}
-  for i in range(cfg.depth):
-    p = f"encoder.layers.{i}.self_attn"
-    qkv_w = np.stack([f32(s[f"{p}.{n}_proj.weight"]).T for n in "qkv"], axis=1)  # [C, 3, C]
-    qkv_b = np.stack([f32(s[f"{p}.{n}_proj.bias"]) for n in "qkv"])  # [3, C]
-    blocks[f"blocks_{i}"] = {
-        "norm1": ln(s, f"encoder.layers.{i}.layer_norm1"),
-        "norm2": ln(s, f"encoder.layers.{i}.layer_norm2"),
-        "attn": {"qkv": {"kernel": qkv_w.reshape(c, 3, h, d), "bias": qkv_b.reshape(3, h, d)},
-                 "out": {"kernel": f32(s[f"{p}.out_proj.weight"]).T.reshape(h, d, c),
-                         "bias": f32(s[f"{p}.out_proj.bias"])}},
-        "mlp": mlp(s, f"encoder.layers.{i}.mlp"),
-    }
   params = {
       "token_embedding": f32(s["embeddings.token_embedding.weight"]),
       "position_embedding": f32(s["embeddings.position_embedding.weight"]),
-      "transformer": blocks,
-      "final_layer_norm": ln(s, "final_layer_norm"),
+      "transformer": siglip2.encoder_blocks(s, cfg.depth, cfg.width, cfg.num_heads),
+      "final_layer_norm": siglip2.layer_norm(s, "final_layer_norm"),
       "head": {"kernel": f32(s["head.weight"]).T, "bias": f32(s["head.bias"])},
   }
   return layer_stacking.stack_layers(params) if cfg.scan_layers else params
