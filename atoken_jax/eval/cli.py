@@ -1,0 +1,110 @@
+"""`atoken eval`: run an eval config on a checkpoint; write report.json, report.md and pictures.
+
+  atoken eval --config experiments/eval_paper.py[:ARG] --checkpoint CKPT [--yaml Y.yaml]
+              [--out DIR] [--name NAME] [--no-progress] [--config.a.b=VALUE ...]
+
+CKPT is one of:
+  DIR                 from `Tokenizer.save` (config.json + model.safetensors)
+  FILE.safetensors    ml-atoken weights (.safetensors or .pt, read weights-only): Apple's
+                      release or `atoken export`'s output, with --yaml (default: FILE.yaml
+                      beside it, as `atoken export` writes it)
+  random:PRESET       a freshly initialised model (smoke tests; e.g. random:tiny)
+
+`--config.a.b=VALUE` overrides a config field (VALUE parsed as a Python literal, else a string),
+e.g. --config.tasks.imagenet.data.limit=1000. Output goes to --out, else the config's
+`output_dir`, else CKPT/eval (or ./eval for files). The markdown summary is also printed.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import os
+import sys
+from typing import Sequence
+
+
+def load_config(spec: str):
+  """"path/to/file.py[:arg]" → the file's `get_config(arg)` (or `get_config()` without arg)."""
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"eval config not found: {path}")
+  name = "_atoken_eval_config_" + os.path.splitext(os.path.basename(path))[0]
+  module_spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def apply_overrides(cfg, overrides: Sequence[str]):
+  """Applies "--config.a.b=value" strings to a ConfigDict, in order."""
+  for item in overrides:
+    key, eq, raw = item[len("--config."):].partition("=")
+    if not item.startswith("--config.") or not eq:
+      raise ValueError(f"unrecognised argument {item!r} (overrides look like --config.a.b=v)")
+    try:
+      value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      value = raw
+    *parents, leaf = key.split(".")
+    node = cfg
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return cfg
+
+
+def load_tokenizer(checkpoint: str, yaml_path: str = ""):
+  """See the module docstring for the accepted forms."""
+  from atoken_jax.tokenizer import Tokenizer  # pylint: disable=import-outside-toplevel
+  if checkpoint.startswith("random:"):
+    return Tokenizer.init_random(checkpoint.split(":", 1)[1] or "tiny")
+  if os.path.isdir(checkpoint):
+    if os.path.isfile(os.path.join(checkpoint, "config.json")):
+      return Tokenizer.load(checkpoint)
+    raise FileNotFoundError(
+        f"{checkpoint} has no config.json: for a training workdir run `atoken export --workdir "
+        f"{checkpoint} --out F.safetensors` first, then evaluate F.safetensors")
+  if os.path.isfile(checkpoint):
+    beside = os.path.splitext(checkpoint)[0] + ".yaml"
+    yaml_path = yaml_path or (beside if os.path.isfile(beside) else "")
+    if not yaml_path:
+      raise ValueError("an ml-atoken weight file needs --yaml (its architecture config)")
+    return Tokenizer.from_ml_atoken(checkpoint, yaml_path)
+  raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="atoken eval", description=__doc__.split("\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog=__doc__.split("\n", 1)[1])
+  p.add_argument("--config", required=True, help="experiments/eval_x.py[:arg]")
+  p.add_argument("--checkpoint", required=True, help="DIR, ml-atoken FILE or random:PRESET")
+  p.add_argument("--yaml", default="", help="ml-atoken YAML config (with a weight FILE)")
+  p.add_argument("--out", default="", help="output directory")
+  p.add_argument("--name", default="", help="method name in the tables")
+  p.add_argument("--no-progress", action="store_true", help="no progress bars")
+  return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Entry point; `argv` excludes the program name (as `atoken_jax.cli` passes it)."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  args, extra = _parser().parse_known_args(argv)
+  cfg = apply_overrides(load_config(args.config), extra)
+  tokenizer = load_tokenizer(args.checkpoint, args.yaml)
+  ckpt = args.checkpoint
+  out = args.out or cfg.get("output_dir", "") or (
+      os.path.join(ckpt, "eval") if os.path.isdir(ckpt) else "eval")
+  name = args.name or cfg.get("name", "") or os.path.basename(os.path.normpath(ckpt))
+  from atoken_jax.eval import report as report_lib, runner  # pylint: disable=import-outside-toplevel
+  result = runner.evaluate(tokenizer, cfg, output_dir=out, progress=not args.no_progress,
+                           name=name, checkpoint=ckpt)
+  print(report_lib.markdown(result))
+  print(f"wrote {result['files']['json']}, {result['files']['markdown']} and "
+        f"{len(result['files']['pictures'])} pictures under {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
