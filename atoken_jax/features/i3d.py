@@ -88,11 +88,14 @@ class I3D(nn.Module):
 
   Attributes:
     num_classes: classifier outputs (400 for Kinetics-400).
-    resize: resize frames to 224×224 (TF1 bilinear) first, as FVD does.
+    resize: resize frames to 224×224 first, as FVD does.
+    resize_mode: "tf1" (the original FVD's `tf.image.resize_bilinear`) or "half_pixel"
+      (PyTorch's `F.interpolate(align_corners=False)`, used by PyTorch FVD ports).
     precision: conv precision (``jax.lax.Precision.HIGHEST`` on TPU/GPU for metrics).
   """
   num_classes: int = NUM_CLASSES
   resize: bool = True
+  resize_mode: str = "tf1"
   precision: Any = None
 
   @nn.compact
@@ -106,7 +109,7 @@ class I3D(nn.Module):
     if x.ndim != 5 or x.shape[-1] != 3:
       raise ValueError(f"I3D takes videos [B, T, H, W, 3], got shape {x.shape}")
     if self.resize:
-      x = resize_bilinear(x, (INPUT_SIZE, INPUT_SIZE), "tf1", precision=p)
+      x = resize_bilinear(x, (INPUT_SIZE, INPUT_SIZE), self.resize_mode, precision=p)
     x = Unit3D(64, (7, 7, 7), (2, 2, 2), precision=p, name="Conv3d_1a_7x7")(x)
     x = nn.max_pool(x, (1, 3, 3), (1, 2, 2), padding="SAME")  # MaxPool3d_2a_3x3
     x = Unit3D(64, precision=p, name="Conv3d_2b_1x1")(x)
