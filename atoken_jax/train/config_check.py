@@ -38,6 +38,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   _check(cfg, "keep", pos_int, "must be a positive integer")
   _check(cfg, "keep_every", lambda v: isinstance(v, int) and v >= 0, "must be >= 0 (0 = off)")
   _check(cfg, "image_every", lambda v: isinstance(v, int) and v >= 0, "must be >= 0 (0 = off)")
+  _check(cfg, "eval_every", lambda v: isinstance(v, int) and v >= 0, "must be >= 0 (0 = off)")
+  if cfg.eval_every and not cfg.eval_config:
+    raise ConfigError("config.eval_config: set an eval config (e.g. "
+                      "'experiments/eval_paper.py:image') when eval_every > 0")
   _check(cfg, "max_consecutive_nonfinite", pos_int, "must be a positive integer")
   _check(cfg, "model.preset", lambda v: v in config_lib.PRESETS,
          f"must be one of {sorted(config_lib.PRESETS)}")

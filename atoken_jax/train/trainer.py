@@ -168,6 +168,8 @@ class Trainer:
     self._stop = False
     self.last_report: dict[str, float] = {}
     self._reconstruct = None
+    self._evaluator = None
+    self.last_eval: dict[str, float] = {}
 
   # ------------------------------------------------------------------ state
   def initial_state(self) -> state_lib.TrainState:
@@ -261,6 +263,8 @@ class Trainer:
         self._report(step, pending, timer, tokens, flops, peak, writer, progress)
         tokens = flops = 0.0
         timer.reset()
+      if cfg.eval_every and step % cfg.eval_every == 0:
+        self._evaluate(step, state, writer)
       if cfg.image_every and step % cfg.image_every == 0 and picture_batch is not None:
         self._log_picture(step, state, picture_batch, writer)
       if step % cfg.ckpt_every == 0 or step == cfg.total_steps:
@@ -276,6 +280,23 @@ class Trainer:
       batch = {**batch, **perceptual_inputs.resize_weights(
           batch, loss.perceptual_size, loss.perceptual_max_side // config_lib.PATCH_HW)}
     return batch
+
+  def _evaluate(self, step, state, writer) -> None:
+    """The configured evaluation (`eval_config`) on the EMA parameters; scalars to TensorBoard,
+    the report and pictures to WORKDIR/eval/<step>."""
+    from atoken_jax import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
+    from atoken_jax.eval import cli as eval_cli  # pylint: disable=import-outside-toplevel
+    from atoken_jax.eval import runner  # pylint: disable=import-outside-toplevel
+    if self._evaluator is None:
+      self._evaluator = runner.Evaluator(eval_cli.load_config(self.cfg.eval_config))
+    params = jax.device_get(state.ema_params["model"])
+    tok = tokenizer_lib.Tokenizer(self.model_cfg, params)
+    out_dir = os.path.join(self.workdir, "eval", str(step))
+    report = self._evaluator(tok, output_dir=out_dir if jax.process_index() == 0 else None)
+    scalars = {f"eval/{name}/{k}": v for name, task in report["tasks"].items()
+               for k, v in task.get("metrics", {}).items() if isinstance(v, (int, float))}
+    writer.scalars(step, scalars)
+    self.last_eval = scalars
 
   def _log_picture(self, step, state, picture_batch, writer) -> None:
     """Original | reconstruction (posterior mean) of the first image slot, to TensorBoard."""
