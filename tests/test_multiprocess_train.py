@@ -58,6 +58,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two fresh JAX processes compile the step: ~1 min alone, more on a busy box
 def test_two_processes_equal_one(tmp_path):
   if jax.device_count() < 4:
     pytest.skip("needs 4 fake devices")

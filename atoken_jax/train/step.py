@@ -86,7 +86,7 @@ class StepFns:
     self.update = jax.jit(
         lambda s, g, n: update(tx, ema_decay, s, g, n),
         in_shardings=(state_shardings, self.param_shardings, self.replicated),
-        out_shardings=(state_shardings, self.replicated), donate_argnums=(0, 1))
+        out_shardings=(state_shardings, self.replicated), donate_argnums=(0,))
 
   def micro(self, grads_acc, metrics_acc, params, frozen, batch: dict, rng, terms):
     """The first call of a step passes metrics_acc=None."""
