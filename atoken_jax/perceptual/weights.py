@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from atoken_jax.interop.nested import flatten, unflatten
 from atoken_jax.perceptual.alexnet import ALEXNET_TORCHVISION_INDEX
 from atoken_jax.perceptual.lpips import LPIPS, canonical_net
 from atoken_jax.perceptual.vgg import VGG16_TORCHVISION_INDEX
@@ -78,28 +79,6 @@ def packaged_linear_path(net):
       "(`pip install --no-deps lpips==0.1.4`) or pass linear_path=…")
 
 
-def unflatten(flat):
-  """``{"a/b/c": x}`` → ``{"a": {"b": {"c": x}}}``."""
-  tree = {}
-  for key, v in flat.items():
-    node = tree
-    *parents, leaf = key.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = v
-  return tree
-
-
-def flatten(tree, prefix=""):
-  """Inverse of :func:`unflatten`."""
-  out = {}
-  for k, v in tree.items():
-    name = f"{prefix}/{k}" if prefix else str(k)
-    if isinstance(v, dict):
-      out.update(flatten(v, name))
-    else:
-      out[name] = v
-  return out
 
 
 def params_from_tensors(net, tensors):
