@@ -16,6 +16,8 @@ last token. Two tokenizers:
 """
 from __future__ import annotations
 
+import abc
+
 import html
 import string
 from typing import Sequence
@@ -47,8 +49,9 @@ def to_fixed_length(seqs: Sequence[Sequence[int]], max_len: int = MAX_LEN, *,
   return out
 
 
-class _Tokenizer:
-  """Shared behaviour: canonicalize, encode, fix the length; decode stops at EOS."""
+class _Tokenizer(abc.ABC):
+  """Shared behaviour: canonicalize, encode, fix the length; decode stops at EOS. Subclasses
+  provide the vocabulary (`_encode` / `_decode`)."""
   vocab_size: int
   pad_id: int = PAD_ID
   eos_id: int = EOS_ID
@@ -57,11 +60,13 @@ class _Tokenizer:
     self.max_len = max_len
     self.strip_punctuation = strip_punctuation
 
+  @abc.abstractmethod
   def _encode(self, texts: list[str]) -> list[list[int]]:
-    raise NotImplementedError
+    """Canonical texts -> token id lists (no EOS, no padding)."""
 
+  @abc.abstractmethod
   def _decode(self, ids: list[int]) -> str:
-    raise NotImplementedError
+    """Token ids (no EOS, no padding) -> text."""
 
   def __call__(self, texts: str | Sequence[str]) -> np.ndarray:
     """texts (N strings, or one) -> ids [N, max_len] int32."""
