@@ -8,9 +8,6 @@ patches (count_include_pad=False average pools, the max pool of Mixed_7c), its 2
 and its input scaling run unchanged. Weights go from our random params through a .pth file that
 pytorch-fid loads with ``load_state_dict(strict=True)`` and that our loader reads back.
 """
-import importlib.machinery
-import sys
-import types
 
 import jax
 import numpy as np
@@ -22,6 +19,7 @@ F = torch.nn.functional
 
 from atoken_jax.features import inception  # noqa: E402
 from atoken_jax.interop import pytorch_fid as fid_interop  # noqa: E402
+from tests.module_standins import standin_modules  # noqa: E402
 
 
 class _BasicConv2d(nn.Module):
@@ -133,27 +131,15 @@ def reference(tmp_path_factory):
   torch.save(state, path)
 
   names = ("torchvision", "torchvision.models", "torchvision.models.inception")
-  saved = {k: sys.modules.get(k) for k in names}
-  mods = {k: types.ModuleType(k) for k in names}
-  for k, m in mods.items():
-    m.__spec__ = importlib.machinery.ModuleSpec(k, None)
-  tv, models, inc = (mods[k] for k in names)
-  tv.__version__, tv.models, models.inception = "0.20.0", models, inc
-  inc.InceptionA, inc.InceptionC, inc.InceptionE = _InceptionA, _InceptionC, _InceptionE
-  models.inception_v3 = _Inception3
-  sys.modules.update(mods)
-  try:
+  # pytorch_fid's classes subclass the stand-ins: forget them afterwards
+  with standin_modules(*names, forget_prefixes=("pytorch_fid",)) as mods:
+    tv, models, inc = (mods[k] for k in names)
+    tv.__version__, tv.models, models.inception = "0.20.0", models, inc
+    inc.InceptionA, inc.InceptionC, inc.InceptionE = _InceptionA, _InceptionC, _InceptionE
+    models.inception_v3 = _Inception3
     pf = pytest.importorskip("pytorch_fid.inception")
     pf.load_state_dict_from_url = lambda url, progress=True: torch.load(path, weights_only=True)
     model = pf.InceptionV3(output_blocks=(0, 1, 2, 3)).eval()
-  finally:
-    for k, v in saved.items():
-      if v is None:
-        sys.modules.pop(k, None)
-      else:
-        sys.modules[k] = v
-    for k in [k for k in sys.modules if k.startswith("pytorch_fid")]:
-      sys.modules.pop(k)  # its classes subclass the stand-in: do not leave them importable
   return model, path
 
 

@@ -6,9 +6,6 @@ lpips is imported and its models are built, and removed afterwards. Weights trav
 Flax through the same files and loader a user would use.
 """
 
-import importlib.machinery
-import sys
-import types
 
 import jax
 import numpy as np
@@ -18,6 +15,7 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from atoken_jax.perceptual import LPIPS, load_lpips_params, save_lpips_params  # noqa: E402
+from tests.module_standins import standin_modules  # noqa: E402
 
 _VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
               512, 512, 512, "M")
@@ -57,16 +55,10 @@ def _alexnet(pretrained=False, **_):
 @pytest.fixture(scope="module")
 def torch_lpips():
   """Builds lpips.LPIPS(net) models with random trunks behind a stand-in torchvision."""
-  names = ("torchvision", "torchvision.models")
-  saved = {k: sys.modules.get(k) for k in names}
-  tv = types.ModuleType("torchvision")
-  tv.__spec__ = importlib.machinery.ModuleSpec("torchvision", None)
-  models = types.ModuleType("torchvision.models")
-  models.__spec__ = importlib.machinery.ModuleSpec("torchvision.models", None)
-  models.vgg16, models.alexnet = _vgg16, _alexnet
-  tv.models = models
-  sys.modules.update({"torchvision": tv, "torchvision.models": models})
-  try:
+  with standin_modules("torchvision", "torchvision.models") as mods:
+    tv, models = mods["torchvision"], mods["torchvision.models"]
+    models.vgg16, models.alexnet = _vgg16, _alexnet
+    tv.models = models
     lpips = pytest.importorskip("lpips")
     torch.manual_seed(0)
     built = {net: lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False).eval()
@@ -79,12 +71,6 @@ def torch_lpips():
           if isinstance(mod, nn.Conv2d):
             nn.init.kaiming_normal_(mod.weight, mode="fan_in", nonlinearity="relu")
             nn.init.uniform_(mod.bias, -0.1, 0.1)
-  finally:
-    for k, v in saved.items():
-      if v is None:
-        sys.modules.pop(k, None)
-      else:
-        sys.modules[k] = v
   return built
 
 
