@@ -6,6 +6,7 @@
   atoken tokenize FILE... (--checkpoint=DIR | --ml-atoken=W.safetensors --yaml=Y.yaml)
   atoken data prepare SRC DST
   atoken eval     --config=experiments/eval_x.py[:arg] --checkpoint=...
+  atoken gs       train|eval|export ...   (the 3D Gaussian decoder; docs/gs3d.md)
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
       return 2
     from data_pipelines import prepare  # pylint: disable=import-outside-toplevel
     return int(prepare.main(rest[1:]) or 0)
+  if command == "gs":
+    from atoken_jax.gs3d import cli as gs_cli  # pylint: disable=import-outside-toplevel
+    return int(gs_cli.main(rest) or 0)
   if command == "eval":
     from atoken_jax.eval import cli as eval_cli  # pylint: disable=import-outside-toplevel
     return int(eval_cli.main(rest) or 0)

@@ -164,7 +164,7 @@ class GSTemplate:
     def init():
       rng = jax.random.PRNGKey(cfg.seed)
       params = params_init(jax.random.fold_in(rng, 1))
-      opt_state = state_lib._rebox_like(self.tx.init(nn.meta.unbox(params)), params)  # pylint: disable=protected-access
+      opt_state = state_lib.rebox_like(self.tx.init(nn.meta.unbox(params)), params)
       zero = jnp.zeros((), jnp.int32)
       return state_lib.TrainState(step=zero, params=params, opt_state=opt_state,
                                   ema_params=params, rng=jax.random.fold_in(rng, 2),

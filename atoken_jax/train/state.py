@@ -52,14 +52,14 @@ def make_init_fn(model_init: Callable[[jax.Array], Any], tx: optax.GradientTrans
     plain = nn.meta.unbox(params)
     opt_state = tx.init(plain)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=_rebox_like(opt_state, params),
+                      opt_state=rebox_like(opt_state, params),
                       ema_params=params, rng=jax.random.fold_in(rng, 2),
                       skipped=jnp.zeros((), jnp.int32),
                       consecutive_skipped=jnp.zeros((), jnp.int32))
   return init
 
 
-def _rebox_like(opt_state, boxed_params):
+def rebox_like(opt_state, boxed_params):
   """Give the optimiser's parameter-shaped leaves (Adam moments) the params' partitioning."""
   boxed_leaves = jax.tree.leaves(boxed_params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
   plain_struct = jax.tree.structure(nn.meta.unbox(boxed_params))
