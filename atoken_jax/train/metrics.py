@@ -31,7 +31,7 @@ def peak_flops_per_device(override: float = 0.0) -> float | None:
   return None
 
 
-def batch_stats(batch: Mapping[str, np.ndarray], tile_latent_frames: int = 4) -> dict:
+def batch_stats(batch: Mapping[str, np.ndarray]) -> dict:
   """Host-side counts of a packed batch: real tokens and sum over attention groups of n^2
   (the attention cost), read from arrays already on the host (no device round trip)."""
   seg = np.asarray(batch["segment_ids"])
@@ -40,7 +40,6 @@ def batch_stats(batch: Mapping[str, np.ndarray], tile_latent_frames: int = 4) ->
   for row in seg:
     counts = np.bincount(row[row > 0])
     sq += int(np.sum(counts.astype(np.int64) ** 2))
-  del tile_latent_frames
   return {"tokens": tokens, "attn_pairs": sq}
 
 

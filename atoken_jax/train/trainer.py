@@ -207,7 +207,6 @@ class Trainer:
                            force=force)
 
   def run(self) -> state_lib.TrainState:
-    cfg = self.cfg
     previous = signal.signal(signal.SIGTERM, self._on_sigterm)
     writer = metrics_lib.Writer(self.workdir)
     try:
@@ -217,7 +216,6 @@ class Trainer:
       signal.signal(signal.SIGTERM, previous)
       writer.close()
       self.checkpointer.wait()
-    del cfg
     return state
 
   def _loop(self, state, writer) -> state_lib.TrainState:
@@ -226,7 +224,6 @@ class Trainer:
     peak = metrics_lib.peak_flops_per_device(cfg.peak_flops_per_device)
     timer = metrics_lib.Timer()
     tokens = flops = 0.0
-    pending = {}
     progress = _progress(cfg.total_steps, step)
     last_stats = picture_batch = None
     while step < cfg.total_steps:
