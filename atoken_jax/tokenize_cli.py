@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  from atoken_jax.render.turntable import write_video  # pylint: disable=import-outside-toplevel
+  from atoken_jax.media import write_video  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
   for i, path in enumerate(args.files):
     stem = os.path.join(args.out_dir, os.path.basename(path)) if args.out_dir else path

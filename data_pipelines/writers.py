@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
+from atoken_jax import media
 from data_pipelines import records
 from data_pipelines.voxelize import VoxelAsset
 
@@ -45,22 +46,6 @@ def encode_image(pixels: np.ndarray, fmt: str = "JPEG", quality: int = 90) -> by
   return buf.getvalue()
 
 
-def encode_video(frames: np.ndarray, fps: int = 24, codec: str = "libx264",
-                 container: str = "mp4") -> bytes:
-  """uint8 [T, H, W, 3] (H, W even) -> encoded video bytes (PyAV)."""
-  import av  # pylint: disable=import-outside-toplevel
-
-  buf = io.BytesIO()
-  with av.open(buf, mode="w", format=container) as out:
-    stream = out.add_stream(codec, rate=fps)
-    stream.width, stream.height = frames.shape[2], frames.shape[1]
-    stream.pix_fmt = "yuv420p"
-    if codec == "libx264":
-      stream.options = {"crf": "20", "preset": "veryfast"}
-    for f in frames:
-      for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f),
-                                                             format="rgb24")):
-        out.mux(packet)
-    for packet in stream.encode():
-      out.mux(packet)
-  return buf.getvalue()
+def encode_video(frames: np.ndarray, fps: int = 24) -> bytes:
+  """uint8 [T, H, W, 3] -> encoded mp4 bytes."""
+  return media.mp4_bytes(frames, fps)

@@ -57,7 +57,7 @@ def write_grid(pairs, path: str) -> str:
 def write_side_by_side(original: np.ndarray, reconstruction: np.ndarray, path: str,
                        fps: int = 8) -> str:
   """Writes the side-by-side video; the suffix (.mp4 / .gif) picks the format."""
-  from atoken_jax.render.turntable import write_video  # pylint: disable=import-outside-toplevel
+  from atoken_jax.media import write_video  # pylint: disable=import-outside-toplevel
   frames = side_by_side(original, reconstruction)
   h, w = frames.shape[1:3]
   if path.endswith(".mp4") and (h % 2 or w % 2):  # yuv420p needs even sides

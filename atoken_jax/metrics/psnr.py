@@ -7,6 +7,8 @@ Identical images give ``+inf`` (as skimage's ``peak_signal_noise_ratio``).
 
 import jax.numpy as jnp
 
+from atoken_jax.metrics.ssim import image_pair
+
 
 def psnr(x, y, data_range=2.0):
   """PSNR in dB, ``10·log10(data_range² / MSE)`` per image.
@@ -19,11 +21,6 @@ def psnr(x, y, data_range=2.0):
   Returns:
     float32 scalar for one image, ``[N]`` (the leading axes) for a batch.
   """
-  x = jnp.asarray(x, jnp.float32)
-  y = jnp.asarray(y, jnp.float32)
-  if x.shape != y.shape:
-    raise ValueError(f"psnr: shapes differ: {x.shape} vs {y.shape}")
-  if x.ndim < 3:
-    raise ValueError(f"psnr: expected [..., H, W, C], got shape {x.shape}")
+  x, y = image_pair(x, y, "psnr")
   mse = jnp.mean(jnp.square(x - y), axis=(-3, -2, -1))
   return 10.0 * jnp.log10(jnp.float32(data_range) ** 2 / mse)

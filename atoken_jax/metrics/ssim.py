@@ -90,13 +90,19 @@ def _ssim_cs_maps(x, y, window, data_range, k1, k2):
   return lum * cs, cs
 
 
-def _as_batch(x, y, name):
+def image_pair(x, y, name):
+  """Two image arrays [..., H, W, C] of one shape, as float32 (else one clear ValueError)."""
   x = jnp.asarray(x, jnp.float32)
   y = jnp.asarray(y, jnp.float32)
   if x.shape != y.shape:
     raise ValueError(f"{name}: shapes differ: {x.shape} vs {y.shape}")
   if x.ndim < 3:
     raise ValueError(f"{name}: expected [..., H, W, C], got shape {x.shape}")
+  return x, y
+
+
+def _as_batch(x, y, name):
+  x, y = image_pair(x, y, name)
   lead = x.shape[:-3]
   return x.reshape((-1,) + x.shape[-3:]), y.reshape((-1,) + y.shape[-3:]), lead
 
