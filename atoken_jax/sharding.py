@@ -69,3 +69,22 @@ def logical_to_sharding(logical_tree, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
   """Leading (batch) dim split over data x fsdp; the rest replicated."""
   return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1))))
+
+
+def to_host(tree):
+  """Any pytree of jax.Arrays -> the same tree of numpy arrays, on every process.
+
+  The one way host code reads a possibly sharded array. `jax.device_get` refuses an array
+  whose shards live on other processes' devices (a batch- or fsdp-sharded array on a pod);
+  such arrays are all-gathered instead. Every process must call this for the same arrays
+  (it is a collective when any array spans processes)."""
+  leaves, treedef = jax.tree.flatten(tree)
+  spans = [isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated)
+           for x in leaves]
+  if any(spans):
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    gathered = multihost_utils.process_allgather([x for x, g in zip(leaves, spans) if g],
+                                                 tiled=True)
+    it = iter(gathered)
+    leaves = [next(it) if g else x for x, g in zip(leaves, spans)]
+  return jax.tree.unflatten(treedef, [np.asarray(jax.device_get(x)) for x in leaves])

@@ -19,6 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def config():
   c = common.base("tiny")
   c.total_steps, c.log_every, c.async_checkpoints = 2, 1, False
+  c.image_every = 1  # the picture log reads a batch-sharded reconstruction
   c.tasks = ml_collections.ConfigDict({"image_recon": {"accum_steps": 1}})
   c.loss.update(lpips=0.0, gram=0.0, clip=0.0, sem=0.0)
   # deterministic decoder input + gradient-proportional first updates (see test_train.py)

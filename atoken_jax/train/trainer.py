@@ -286,7 +286,7 @@ class Trainer:
     from atoken_jax.eval import runner  # pylint: disable=import-outside-toplevel
     if self._evaluator is None:
       self._evaluator = runner.Evaluator(eval_cli.load_config(self.cfg.eval_config))
-    params = jax.device_get(state.ema_params["model"])
+    params = sharding_lib.to_host(state.ema_params["model"])
     tok = tokenizer_lib.Tokenizer(self.model_cfg, params)
     out_dir = os.path.join(self.workdir, "eval", str(step))
     report = self._evaluator(tok, output_dir=out_dir if jax.process_index() == 0 else None)
@@ -296,20 +296,26 @@ class Trainer:
     self.last_eval = scalars
 
   def _log_picture(self, step, state, picture_batch, writer) -> None:
-    """Original | reconstruction (posterior mean) of the first image slot, to TensorBoard."""
+    """Original | reconstruction (posterior mean) of the first image slot, to TensorBoard.
+
+    Every process runs the forward (it is one sharded computation); its first row comes back
+    replicated, so no process reads another's shard, and process 0 (which fed global row 0)
+    draws it."""
     host, device_batch = picture_batch
     if self._reconstruct is None:
       model = atoken_model.AToken(self.model_cfg)
+      replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
       self._reconstruct = jax.jit(
-          lambda p, b: model.apply({"params": p}, b, "mean")["reconstruction"])
-    rec = np.asarray(jax.device_get(self._reconstruct(state.params["model"], device_batch)))
+          lambda p, b: model.apply({"params": p}, b, "mean")["reconstruction"][0],
+          out_shardings=replicated)
+    rec = sharding_lib.to_host(self._reconstruct(state.params["model"], device_batch))
     mask = host["sample_ids"][0] == 1
-    if not mask.any():
+    if jax.process_index() != 0 or not mask.any():
       return
     coords = host["coords"][0][mask]
     grid = (1, int(coords[:, 1].max()) + 1, int(coords[:, 2].max()) + 1)
     seq = tokens_lib.TokenSeq(host["patches"][0][mask], coords, "image", 1, grid)
-    pair = [tokens_lib.tokens_to_pixels(x, seq) for x in (seq.patches, rec[0][mask])]
+    pair = [tokens_lib.tokens_to_pixels(x, seq) for x in (seq.patches, rec[mask])]
     writer.image(step, "reconstruction/image_recon", (np.concatenate(pair, 1) + 1.0) / 2.0)
 
   def _check_nonfinite(self, stats) -> None:
