@@ -21,13 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     print(USAGE)
     return 0
   command, rest = argv[1], argv[2:]
-  prog = f"atoken {command}"
   if command == "train":
     from atoken_jax.train import launch  # pylint: disable=import-outside-toplevel
-    return launch.train_main([prog] + rest)
+    return launch.train_main(rest)
   if command == "sweep":
     from atoken_jax.train import launch  # pylint: disable=import-outside-toplevel
-    return launch.sweep_main([prog] + rest)
+    return launch.sweep_main(rest)
   if command == "export":
     from atoken_jax.train import export  # pylint: disable=import-outside-toplevel
     return export.main(rest)

@@ -88,6 +88,14 @@ class ModelConfig:
       raise ValueError("decoder_kv_cache_frames must lie in [0, tile_latent_frames]")
     if self.remat not in ("none", "full", "dots"):
       raise ValueError(f"remat must be 'none', 'full' or 'dots', got {self.remat!r}")
+    if not isinstance(self.latent_dim, int) or self.latent_dim <= 0:
+      raise ValueError(f"latent_dim must be a positive integer, got {self.latent_dim!r}")
+    for name in ("dtype", "param_dtype"):
+      if getattr(self, name) not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"{name} must be float32, bfloat16 or float16, got "
+                         f"{getattr(self, name)!r}")
+    if self.attention_kv_chunk < 0:
+      raise ValueError(f"attention_kv_chunk must be >= 0, got {self.attention_kv_chunk}")
 
   def replace(self, **kw) -> "ModelConfig":
     return dataclasses.replace(self, **kw)
@@ -167,6 +175,35 @@ def model_config(preset: str = "so400m", **overrides) -> ModelConfig:
   if preset not in PRESETS:
     raise ValueError(f"unknown model preset {preset!r}; choose from {sorted(PRESETS)}")
   return ModelConfig(**{**PRESETS[preset], **overrides})
+
+
+def model_config_to_dict(cfg: ModelConfig) -> dict:
+  """ModelConfig -> plain nested dict (JSON- and ConfigDict-friendly: no quantizer is "")."""
+  d = dataclasses.asdict(cfg)
+  d["quantizer"] = d["quantizer"] or ""
+  return d
+
+
+def model_config_from_dict(d) -> ModelConfig:
+  """The inverse of `model_config_to_dict` (also reads saved configs where quantizer is None).
+
+  Unknown or missing fields and invalid values raise ValueError naming them."""
+  d = dict(d)
+  known = {f.name for f in dataclasses.fields(ModelConfig)}
+  unknown = sorted(set(d) - known)
+  if unknown:
+    raise ValueError(f"unknown model config field(s) {unknown}; known: {sorted(known)}")
+  for trunk in ("encoder", "decoder"):
+    if trunk not in d:
+      raise ValueError(f"the model config has no {trunk!r} section")
+    try:
+      d[trunk] = TrunkConfig(**dict(d[trunk]))
+    except TypeError as e:
+      raise ValueError(f"model {trunk}: {e}") from None
+  d["quantizer"] = d.get("quantizer") or None
+  if "fsq_levels" in d:
+    d["fsq_levels"] = tuple(d["fsq_levels"])
+  return ModelConfig(**d)
 
 
 def gaussian_decoder_config(preset: str = "so400m", **overrides) -> GaussianDecoderConfig:

@@ -132,7 +132,7 @@ class Tokenizer:
     """Reads what `save` wrote: config.json + model.safetensors (ml-atoken names)."""
     from atoken_jax.interop import checkpoint_io, ml_atoken  # pylint: disable=import-outside-toplevel
     with open(os.path.join(directory, "config.json")) as f:
-      cfg = config_from_dict(json.load(f))
+      cfg = config_lib.model_config_from_dict(json.load(f))
     state = checkpoint_io.load_state_dict(os.path.join(directory, "model.safetensors"))
     return cls(cfg, ml_atoken.state_dict_to_params(state, cfg))
 
@@ -140,7 +140,7 @@ class Tokenizer:
     """Writes config.json and model.safetensors (ml-atoken names, loadable by `load`)."""
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "config.json"), "w") as f:
-      json.dump(dataclasses.asdict(self.cfg), f, indent=2)
+      json.dump(config_lib.model_config_to_dict(self.cfg), f, indent=2)
     self.export_ml_atoken(os.path.join(directory, "model.safetensors"))
 
   def export_ml_atoken(self, path: str, dtype=None) -> None:
@@ -226,14 +226,6 @@ def dummy_inputs(cfg: config_lib.ModelConfig, rows: int, row_len: int, slots: in
               pos_row_weights=z(rows, row_len, config_lib.POS_GRID, dt=jnp.float32),
               pos_col_weights=z(rows, row_len, config_lib.POS_GRID, dt=jnp.float32),
               sample_index=z(rows, slots))
-
-
-def config_from_dict(d: dict) -> config_lib.ModelConfig:
-  d = dict(d)
-  d["encoder"] = config_lib.TrunkConfig(**d["encoder"])
-  d["decoder"] = config_lib.TrunkConfig(**d["decoder"])
-  d["fsq_levels"] = tuple(d["fsq_levels"])
-  return config_lib.ModelConfig(**d)
 
 
 @functools.lru_cache(maxsize=None)

@@ -20,13 +20,13 @@ import numpy as np  # noqa: E402
 
 from atoken_jax import sharding  # noqa: E402
 from atoken_jax.train import frozen, objective, step  # noqa: E402
-from atoken_jax.train import trainer as trainer_lib  # noqa: E402
+from atoken_jax.train import tokenizer_state  # noqa: E402
 from experiments import stage1_image  # noqa: E402
 
 
 def compiled_memory(cfg, devices, rows, row_len, slots=8):
   mesh = sharding.make_mesh(data=1, fsdp=len(devices), devices=devices)
-  t = trainer_lib.StateTemplate(cfg, mesh)
+  t = tokenizer_state.state_template(cfg, mesh)
   spec = frozen.FrozenSpec(None, None, None)
   loss_fn = objective.make_loss_fn(t.model_cfg, cfg.loss, spec)
   fns = step.StepFns(loss_fn, t.tx, cfg.optim.ema_decay, t.shardings,
@@ -88,7 +88,7 @@ def main():
   tot = lambda r: r["state"] + r["micro_temp"] + r["micro_args"]
   print(f"per-device total (state + step args + temporaries) 1 / 8 devices: "
         f"{tot(r1) / tot(r8):.2f}x")
-  mc = trainer_lib.model_config_from(cfg)
+  mc = tokenizer_state.model_config_from(cfg)
   tokens = a.rows * a.row_len
   flops = 3 * tokens * mc.flops_per_token(a.row_len)
   print(f"analytic train-step FLOPs (fwd+bwd, {tokens} tokens, attention over {a.row_len}): "

@@ -19,7 +19,8 @@ import numpy as np
 
 from atoken_jax import packing, tokens
 from atoken_jax.train import metrics as metrics_lib
-from atoken_jax.train import trainer as trainer_lib
+from atoken_jax.train import loop as loop_lib
+from atoken_jax.train import tokenizer_task
 from experiments import stage1_image
 
 
@@ -64,11 +65,13 @@ def main():
   cfg.total_steps, cfg.log_every, cfg.ckpt_every = 10 ** 6, 10 ** 6, 10 ** 6
   data = _Batches(a.rows, a.row_len, a.side)
   import tempfile  # pylint: disable=import-outside-toplevel
-  t = trainer_lib.Trainer(cfg, tempfile.mkdtemp(), lambda c: {"image_recon": data})
-  state = t._init_state()  # pylint: disable=protected-access
-  _, _, terms = t.schedule[0]
-  host = t._host_inputs(next(data), terms)  # pylint: disable=protected-access
-  batch = trainer_lib.global_batch(host, t.mesh)
+  task = tokenizer_task.TokenizerTask(cfg, lambda c: {"image_recon": data})
+  t = loop_lib.Loop(task, tempfile.mkdtemp())
+  state = t.template.init_sharded()
+  micro = t.schedule[0]
+  terms = micro.key
+  host = task.device_inputs(micro, next(data))
+  batch = loop_lib.global_batch(host, t.mesh)
 
   def one_step(state):
     grads, _ = t.fns.micro(t.fns.zeros(), None, state.params, t.frozen, batch,
@@ -86,7 +89,7 @@ def main():
   jax.block_until_ready(stats)
   step_s = (time.perf_counter() - t0) / a.steps
   st = metrics_lib.batch_stats(host)
-  flops = metrics_lib.train_flops(t.model_cfg, st["tokens"], st["attn_pairs"])
+  flops = metrics_lib.train_flops(task.model_cfg, st["tokens"], st["attn_pairs"])
   peak = metrics_lib.peak_flops_per_device(cfg.peak_flops_per_device)
   dev = jax.devices()[0]
   print(f"{a.preset} on {jax.device_count()} x {dev.device_kind} ({dev.platform}), {a.dtype}: "

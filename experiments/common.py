@@ -8,6 +8,8 @@ import math
 import ml_collections
 from ml_collections import config_dict
 
+from atoken_jax import config as config_lib
+
 
 def base(preset: str) -> ml_collections.ConfigDict:
   tiny = preset == "tiny"
@@ -26,10 +28,10 @@ def base(preset: str) -> ml_collections.ConfigDict:
   c.max_consecutive_nonfinite = 20
   c.peak_flops_per_device = 0.0  # 0 = look the device kind up in a table
 
-  c.model = ml_collections.ConfigDict(dict(
-      preset=preset, latent_dim=32, quantizer="", scan_layers=not tiny,
-      remat="none" if tiny else "dots", dtype="float32" if tiny else "bfloat16",
-      attention_kv_chunk=0 if tiny else 1024, decoder_kv_cache_frames=0))
+  # The model section is the ModelConfig itself (every field settable: --config.model.x=v).
+  c.model = ml_collections.ConfigDict(config_lib.model_config_to_dict(config_lib.model_config(
+      preset, latent_dim=32, scan_layers=not tiny, remat="none" if tiny else "dots",
+      dtype="float32" if tiny else "bfloat16", attention_kv_chunk=0 if tiny else 1024)))
   c.init = ml_collections.ConfigDict(dict(
       siglip2="",          # a Hugging Face SigLIP2 directory or .safetensors (stage 1)
       previous_stage="",   # the previous stage's workdir (stages 2-4)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from atoken_jax import config_files
 from atoken_jax.eval import cli, report as report_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,7 +118,7 @@ def test_evaluator_runs_in_memory_and_repeats(dataset, checkpoint):
   """The periodic-evaluation path of training: params in memory, networks loaded once."""
   from atoken_jax.eval import Evaluator
   from atoken_jax.tokenizer import Tokenizer
-  cfg = cli.load_config(os.path.join(REPO, "experiments", "eval_tiny.py") + f":{dataset}")
+  cfg = config_files.load(os.path.join(REPO, "experiments", "eval_tiny.py") + f":{dataset}")
   for name in ("videos", "video_captions", "shapes", "images"):
     cfg.tasks[name].enabled = False
   ev = Evaluator(cfg)
@@ -145,15 +146,15 @@ def test_checkpoint_forms(checkpoint, tmp_path):
     cli.load_tokenizer(str(tmp_path))
   with pytest.raises(FileNotFoundError):
     cli.load_tokenizer(str(tmp_path / "missing.safetensors"))
-  cfg = cli.apply_overrides(cli.load_config(os.path.join(REPO, "experiments", "eval_tiny.py")),
-                            ["--config.tasks.images.size=32", "--config.name=abc"])
+  cfg = config_files.load(os.path.join(REPO, "experiments", "eval_tiny.py"),
+                          ["--config.tasks.images.size=32", "--config.name=abc"])
   assert cfg.tasks.images.size == 32 and cfg.name == "abc"
 
 
 def test_paper_config_covers_every_protocol():
   from atoken_jax.eval import KINDS
-  cfg = cli.load_config(os.path.join(REPO, "experiments", "eval_paper.py"))
+  cfg = config_files.load(os.path.join(REPO, "experiments", "eval_paper.py"))
   assert {t.kind for t in cfg.tasks.values()} == set(KINDS)
   assert cfg.tasks.imagenet.size == 256 and cfg.tasks.imagenet.protocol == "resize_center_crop"
-  assert set(cli.load_config(os.path.join(REPO, "experiments", "eval_paper.py:video")).tasks) \
+  assert set(config_files.load(os.path.join(REPO, "experiments", "eval_paper.py:video")).tasks) \
       == {"davis", "tokenbench"}

@@ -8,7 +8,8 @@ import pytest
 from atoken_jax.config import gaussian_decoder_config
 from atoken_jax.gs3d import config as gs_config
 from atoken_jax.gs3d import data as data_lib
-from atoken_jax.gs3d import objective, procedural, trainer
+from atoken_jax.gs3d import objective, procedural, task as gs_task
+from atoken_jax.train import loop as loop_lib
 from atoken_jax.gs3d import views as views_lib
 from atoken_jax.model import gaussian_decoder as net_lib
 
@@ -50,7 +51,8 @@ def _trainer(cfg, asset, workdir):
                           row_len=cfg.data.row_len, features=features, gs_cfg=gs_cfg,
                           packed=packed)
     return FixedBatches(data_lib.collate([ex]))
-  return trainer.GSTrainer(cfg, str(workdir), make_iterator=make, devices=jax.devices()[:1])
+  return loop_lib.Loop(gs_task.GSTask(cfg, make_iterator=make), str(workdir),
+                       devices=jax.devices()[:1])
 
 
 def _grads(tr, perturb_out_layer=True):
@@ -62,7 +64,7 @@ def _grads(tr, perturb_out_layer=True):
     out = params["gs"]["out_layer"]
     out["kernel"] = np.random.default_rng(0).normal(0, 0.02, out["kernel"].shape).astype(
         np.float32)
-  batch = tr._global_batch(next(tr.iterator))  # pylint: disable=protected-access
+  batch = loop_lib.global_batch(next(tr.iterators["data"]), tr.mesh)
   grads, m = tr.fns.micro(tr.fns.zeros(), None, params, tr.frozen, batch,
                           jax.random.PRNGKey(0), None)
   return jax.device_get(grads), jax.device_get(m)
@@ -106,8 +108,8 @@ def test_joint_gradients_reach_the_tokenizer_decoder_and_the_gaussian_decoder(co
 def test_joint_loss_adds_the_tokenizer_terms(cone, tmp_path):
   tr = _trainer(_cfg("joint"), cone, tmp_path)
   state = tr.initial_state()
-  loss_fn = trainer.make_loss_fn(tr.cfg, tr.gs_cfg, tr.model_cfg)
-  batch = tr._global_batch(next(tr.iterator))  # pylint: disable=protected-access
+  loss_fn = gs_task.make_loss_fn(tr.cfg, tr.task.gs_cfg, tr.task.model_cfg)
+  batch = loop_lib.global_batch(next(tr.iterators["data"]), tr.mesh)
   _, m = jax.jit(loss_fn)(state.params, tr.frozen, batch, jax.random.PRNGKey(0))
   assert m["rec_l1"] > 0 and np.isfinite(m["kl"])
   np.testing.assert_allclose(m["loss"], m["gs_loss"] + m["rec_l1"] + 1e-8 * m["kl"], rtol=1e-5)
@@ -128,7 +130,7 @@ def test_training_reduces_the_objective_and_resumes(cone, tmp_path):
   again = _trainer(cfg, cone, tmp_path)
   again.run()
   assert [h["step"] for h in again.history] == [13, 14]
-  assert again.iterator.served == 12 + 2 and again.history[-1]["gs/loss"] < losses[0]
+  assert again.iterators["data"].served == 12 + 2 and again.history[-1]["gs/loss"] < losses[0]
 
 
 def test_packed_and_masked_attention_decode_the_same_gaussians():
@@ -161,11 +163,11 @@ def test_packed_and_masked_attention_decode_the_same_gaussians():
 def test_experiment_configs(name, arg):
   import importlib  # pylint: disable=import-outside-toplevel
   cfg = importlib.import_module(f"experiments.{name}").get_config(arg)
-  assert cfg.mode == name.split("_")[-1] and trainer.uses_tokenizer(cfg) == (cfg.mode == "joint")
-  w, r = trainer.weights_from(cfg), trainer.settings_from(cfg)
+  assert cfg.mode == name.split("_")[-1] and gs_task.uses_tokenizer(cfg) == (cfg.mode == "joint")
+  w, r = gs_task.weights_from(cfg), gs_task.settings_from(cfg)
   assert (w.l1, w.lpips, w.ssim, w.lpips_net) == (1.0, 0.2, 0.2, "vgg")
   assert (r.filter_2d, r.mip, r.background, r.near) == (0.1, True, (0.0, 0.0, 0.0), 0.2)
   assert cfg.data.image_size >= objective.min_image_side(w.ssim_scales)
   if arg == "so400m":
-    assert trainer.gs_config_from(cfg) == gaussian_decoder_config("so400m")  # the release's
+    assert gs_task.gs_config_from(cfg) == gaussian_decoder_config("so400m")  # the release's
     assert w.ssim_scales == 5 and not cfg.loss.lpips_weights  # must be given for a real run

@@ -6,7 +6,8 @@ import ml_collections
 import numpy as np
 
 import atoken_jax as aj
-from atoken_jax.train import trainer as trainer_lib
+from atoken_jax.train import loop as loop_lib
+from atoken_jax.train import tokenizer_task
 from experiments import common
 from tests import synthetic_data
 
@@ -22,7 +23,7 @@ def _cfg(steps, latent, quantizer="", previous=""):
 
 
 def _trainer(cfg, workdir):
-  return trainer_lib.Trainer(cfg, str(workdir), synthetic_data.factory(),
+  return loop_lib.Loop(tokenizer_task.TokenizerTask(cfg, synthetic_data.factory()), str(workdir),
                              devices=jax.devices()[:1])
 
 

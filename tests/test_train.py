@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from atoken_jax.train import config_check
-from atoken_jax.train import trainer as trainer_lib
+from atoken_jax.train import loop as loop_lib
+from atoken_jax.train import tokenizer_task
 from experiments import common
 from tests import synthetic_data
 
@@ -25,9 +26,13 @@ def _cfg(steps=3, accum=1, **overrides):
   return c
 
 
+def _loop(cfg, workdir, make_iterators, devices):
+  return loop_lib.Loop(tokenizer_task.TokenizerTask(cfg, make_iterators), workdir, devices)
+
+
 def _trainer(cfg, workdir, devices=None, **data_kw):
-  return trainer_lib.Trainer(cfg, str(workdir), synthetic_data.factory(**data_kw),
-                             devices=devices or jax.devices()[:1])
+  return _loop(cfg, str(workdir), synthetic_data.factory(**data_kw),
+               devices=devices or jax.devices()[:1])
 
 
 def _leaves(tree):
@@ -77,10 +82,10 @@ def test_accumulating_k_micro_batches_equals_one_batch_of_k(tmp_path):
   full = synthetic_data.SyntheticImages(seed=5, rows=4, slots=1, sizes=((32, 32),))
   opt = COMPARABLE
   one = jax.devices()[:1]
-  t_acc = trainer_lib.Trainer(_cfg(1, accum=2, **opt), str(tmp_path / "acc"),
+  t_acc = _loop(_cfg(1, accum=2, **opt), str(tmp_path / "acc"),
                               lambda cfg: {"image_recon": Halves(rows=4)}, devices=one)
   s_acc = t_acc.run()
-  t_big = trainer_lib.Trainer(_cfg(1, **opt), str(tmp_path / "big"),
+  t_big = _loop(_cfg(1, **opt), str(tmp_path / "big"),
                               lambda cfg: {"image_recon": synthetic_data.SyntheticImages(
                                   seed=5, rows=4, slots=1, sizes=((32, 32),))}, devices=one)
   s_big = t_big.run()
@@ -98,7 +103,7 @@ def test_tiny_model_overfits_a_small_batch(tmp_path):
       return super().__next__()
 
   cfg = _cfg(40, **{"optim.lr": 3e-3, "log_every": 40})
-  t = trainer_lib.Trainer(cfg, str(tmp_path), lambda c: {"image_recon": Fixed(rows=2)},
+  t = _loop(cfg, str(tmp_path), lambda c: {"image_recon": Fixed(rows=2)},
                           devices=jax.devices()[:1])
   t.run()
   final_l1 = t.last_report["image_recon/l1"]
@@ -110,7 +115,7 @@ def test_sigterm_saves_and_resume_equals_uninterrupted(tmp_path):
   """SIGTERM during step 3 -> that step finishes, a checkpoint is written, Preempted is raised
   (the CLI exits 0); the next start resumes and ends bit-identical to an uninterrupted run."""
   straight = _trainer(_cfg(6), tmp_path / "straight").run()
-  with pytest.raises(trainer_lib.Preempted):
+  with pytest.raises(loop_lib.Preempted):
     _trainer(_cfg(6), tmp_path / "resumed", sigterm_at=2).run()
   t = _trainer(_cfg(6), tmp_path / "resumed")
   assert t.checkpointer.steps() == [3]
@@ -151,7 +156,7 @@ def test_too_many_non_finite_steps_stop_training(tmp_path):
 @pytest.mark.parametrize("field, value, msg", [
     ("optim.lr", -1.0, "config.optim.lr: must be >= 0"),
     ("total_steps", 0, "config.total_steps"),
-    ("model.preset", "huge", "config.model.preset"),
+    ("model.remat", "some", "config.model: remat"),
     ("mesh.fsdp", 0, "config.mesh.fsdp"),
     ("optim.b2", 1.5, "config.optim.b2"),
 ])
@@ -178,7 +183,7 @@ def test_full_objective_trains_on_reconstruction_and_understanding_tasks(tmp_pat
             "video_understand": synthetic_data.SyntheticImages(seed=3, understanding=True,
                                                                modality=1)}
 
-  t = trainer_lib.Trainer(cfg, str(tmp_path), data, devices=jax.devices()[:1])
+  t = _loop(cfg, str(tmp_path), data, devices=jax.devices()[:1])
   state = t.run()
   r = t.last_report
   for key in ("image_recon/l1", "image_recon/kl", "image_recon/lpips", "image_recon/gram",
@@ -237,5 +242,5 @@ def test_periodic_evaluation_writes_reports_and_scalars(tmp_path):
       "  return c\n")
   t = _trainer(_cfg(2, **{"eval_every": 2, "eval_config": str(spec)}), tmp_path / "wd")
   t.run()
-  assert 0 < t.last_eval["eval/images/psnr"] < 100
+  assert 0 < t.task.last_eval["eval/images/psnr"] < 100
   assert (tmp_path / "wd" / "eval" / "2").is_dir()

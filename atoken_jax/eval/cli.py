@@ -10,48 +10,19 @@ CKPT is one of:
                       beside it, as `atoken export` writes it)
   random:PRESET       a freshly initialised model (smoke tests; e.g. random:tiny)
 
-`--config.a.b=VALUE` overrides a config field (VALUE parsed as a Python literal, else a string),
-e.g. --config.tasks.imagenet.data.limit=1000. Output goes to --out, else the config's
+The config is a path or a name (`--config=eval_paper:image`); `--config.a.b=VALUE` overrides a
+field, as for every command (`atoken_jax.config_files`), e.g.
+--config.tasks.imagenet.data.limit=1000. Output goes to --out, else the config's
 `output_dir`, else CKPT/eval (or ./eval for files). The markdown summary is also printed.
 """
 from __future__ import annotations
 
 import argparse
-import ast
-import importlib.util
 import os
 import sys
 from typing import Sequence
 
-
-def load_config(spec: str):
-  """"path/to/file.py[:arg]" → the file's `get_config(arg)` (or `get_config()` without arg)."""
-  path, _, arg = spec.partition(":")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"eval config not found: {path}")
-  name = "_atoken_eval_config_" + os.path.splitext(os.path.basename(path))[0]
-  module_spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
-
-
-def apply_overrides(cfg, overrides: Sequence[str]):
-  """Applies "--config.a.b=value" strings to a ConfigDict, in order."""
-  for item in overrides:
-    key, eq, raw = item[len("--config."):].partition("=")
-    if not item.startswith("--config.") or not eq:
-      raise ValueError(f"unrecognised argument {item!r} (overrides look like --config.a.b=v)")
-    try:
-      value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-      value = raw
-    *parents, leaf = key.split(".")
-    node = cfg
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return cfg
+from atoken_jax import config_files
 
 
 def load_tokenizer(checkpoint: str, yaml_path: str = ""):
@@ -78,7 +49,6 @@ def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="atoken eval", description=__doc__.split("\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog=__doc__.split("\n", 1)[1])
-  p.add_argument("--config", required=True, help="experiments/eval_x.py[:arg]")
   p.add_argument("--checkpoint", required=True, help="DIR, ml-atoken FILE or random:PRESET")
   p.add_argument("--yaml", default="", help="ml-atoken YAML config (with a weight FILE)")
   p.add_argument("--out", default="", help="output directory")
@@ -90,8 +60,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
   """Entry point; `argv` excludes the program name (as `atoken_jax.cli` passes it)."""
   argv = list(sys.argv[1:] if argv is None else argv)
-  args, extra = _parser().parse_known_args(argv)
-  cfg = apply_overrides(load_config(args.config), extra)
+  cfg, rest = config_files.parse(argv)
+  args = _parser().parse_args(rest)
   tokenizer = load_tokenizer(args.checkpoint, args.yaml)
   ckpt = args.checkpoint
   out = args.out or cfg.get("output_dir", "") or (

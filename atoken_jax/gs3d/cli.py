@@ -43,22 +43,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train_main(argv: list[str]) -> int:
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
-  fv, args = flags.FlagValues(), ["atoken gs train"] + list(argv)
-  config_flags.DEFINE_config_file("config", None, "experiment config file[:arg]",
-                                  flag_values=fv, lock_config=True, sys_argv=args)
-  flags.DEFINE_string("workdir", None, "output directory", flag_values=fv)
-  fv(args)
-  if fv.config is None or not fv.workdir:
-    raise ValueError("atoken gs train needs --config=FILE[:arg] and --workdir=DIR")
-  import logging  # pylint: disable=import-outside-toplevel
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-  for noisy in ("absl", "orbax", "grain"):
-    logging.getLogger(noisy).setLevel(logging.WARNING)
-  from atoken_jax.gs3d import trainer  # pylint: disable=import-outside-toplevel
-  trainer.GSTrainer(fv.config, fv.workdir).run()
-  return 0
+  from atoken_jax.gs3d import task  # pylint: disable=import-outside-toplevel
+  from atoken_jax.train import launch  # pylint: disable=import-outside-toplevel
+  cfg, args = launch.parse_run_args("atoken gs train", argv)
+  return launch.run_loop(task.GSTask, cfg, args.workdir)
 
 
 def _run_tokenizer(run: dict):
@@ -97,9 +85,9 @@ def eval_main(argv: list[str]) -> int:
   p.add_argument("--out")
   a = p.parse_args(argv)
   from atoken_jax import perceptual  # pylint: disable=import-outside-toplevel
-  from atoken_jax.gs3d import evaluate, trainer  # pylint: disable=import-outside-toplevel
+  from atoken_jax.gs3d import evaluate, task  # pylint: disable=import-outside-toplevel
   from atoken_jax.tokenizer import Tokenizer  # pylint: disable=import-outside-toplevel
-  run = trainer.restore_run(a.workdir, a.step, a.ema) if a.workdir else None
+  run = task.restore_run(a.workdir, a.step, a.ema) if a.workdir else None
   gdec = _gaussian_decoder(a, run)
   tokenizer = None
   if a.features == "tokenizer":
@@ -124,7 +112,7 @@ def eval_main(argv: list[str]) -> int:
     else:
       raise ValueError("pass --lpips-weights=FILE (tools/convert_lpips_weights.py), "
                        "--random-lpips (smoke runs) or --no-lpips")
-  settings = trainer.settings_from(run["cfg"]) if run is not None else None
+  settings = task.settings_from(run["cfg"]) if run is not None else None
   kw = {"settings": settings} if settings is not None else {}
   report = evaluate.evaluate_sources(
       gdec, a.data, max_assets=a.max_assets, num_views=a.num_views, tokenizer=tokenizer,
@@ -146,8 +134,8 @@ def export_main(argv: list[str]) -> int:
   p.add_argument("--out", required=True, help="FILE.safetensors or FILE.pt (+ FILE.yaml)")
   p.add_argument("--tokenizer-out", help="joint runs: the tokenizer (+ its .yaml)")
   a = p.parse_args(argv)
-  from atoken_jax.gs3d import trainer  # pylint: disable=import-outside-toplevel
-  run = trainer.restore_run(a.workdir, a.step, a.ema)
+  from atoken_jax.gs3d import task  # pylint: disable=import-outside-toplevel
+  run = task.restore_run(a.workdir, a.step, a.ema)
   _gaussian_decoder(a, run).export_ml_atoken(a.out, yaml_path=os.path.splitext(a.out)[0] + ".yaml")
   print(f"wrote {a.out} (step {run['step']})")
   if a.tokenizer_out:

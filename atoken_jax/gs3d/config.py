@@ -38,7 +38,7 @@ def default_config(preset: str = "so400m", mode: str = "alone") -> ml_collection
       preset=preset,           # GaussianDecoderConfig preset ("tiny": width 96, depth 2)
       num_gaussians=4 if tiny else 0,  # 0 = the preset's (32); tiny: 4 keeps CPU renders quick
       attention="packed",      # "packed": O(N) windows built on the host; "masked": O(N²)
-      remat=not tiny,
+      remat="none" if tiny else "full",  # "none" | "full": recompute each block's activations
       init_weights="",         # start from ml-atoken 3d_decode_gs weights (.safetensors / .pt)
       init_yaml=""))           # ... and their yaml (default: the released configuration)
   c.tokenizer = ml_collections.ConfigDict(dict(

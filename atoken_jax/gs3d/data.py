@@ -1,4 +1,4 @@
-"""Host-side batches of 3D assets for the Gaussian-decoder trainer: voxels + K views + cameras.
+"""Host-side batches of 3D assets for the Gaussian-decoder task: voxels + K views + cameras.
 
 One asset per batch row. For B assets, views_per_asset K, image size S and row length L:
 

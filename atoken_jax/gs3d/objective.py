@@ -14,7 +14,7 @@ in their config (64 px fits 3 scales, 128 px 4).
 
 `gs_loss_from_features` is the whole path as one differentiable function of the Gaussian
 decoder's parameters *and* the features, so gradients reach whatever produced the features
-(the tokenizer's decoder in joint training, see `trainer.joint_loss_fn`).
+(the tokenizer's decoder in joint training, see `task.make_loss_fn`).
 """
 from __future__ import annotations
 

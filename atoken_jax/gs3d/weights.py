@@ -43,12 +43,12 @@ def load_tokenizer(cfg, mesh=None) -> tuple[config_lib.ModelConfig, Any]:
   weights, or (tiny only) random weights."""
   t = cfg.tokenizer
   if t.workdir:
-    from atoken_jax.train import trainer as main_trainer  # pylint: disable=import-outside-toplevel
+    from atoken_jax.train import tokenizer_state  # pylint: disable=import-outside-toplevel
     ckpt = ckpt_lib.Checkpointer(os.path.join(t.workdir, "checkpoints"), async_save=False)
     step = None if t.step < 0 else int(t.step)
     tcfg = ml_collections.ConfigDict(ckpt.restore_config(step))
     mesh = mesh or sharding_lib.make_mesh(data=1, devices=jax.devices()[:1])
-    template = main_trainer.StateTemplate(tcfg, mesh)
+    template = tokenizer_state.state_template(tcfg, mesh)
     got = ckpt.restore(ckpt_lib.abstract_with_shardings(template.abstract_state,
                                                         template.shardings), None, step)
     ckpt.close()

@@ -4,4 +4,4 @@ import sys
 from atoken_jax.train import launch
 
 if __name__ == "__main__":
-  sys.exit(launch.train_main(["atoken train"] + sys.argv[1:]))
+  sys.exit(launch.train_main(sys.argv[1:]))

@@ -43,15 +43,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     raise ConfigError("config.eval_config: set an eval config (e.g. "
                       "'experiments/eval_paper.py:image') when eval_every > 0")
   _check(cfg, "max_consecutive_nonfinite", pos_int, "must be a positive integer")
-  _check(cfg, "model.preset", lambda v: v in config_lib.PRESETS,
-         f"must be one of {sorted(config_lib.PRESETS)}")
-  _check(cfg, "model.latent_dim", pos_int, "must be a positive integer")
-  _check(cfg, "model.quantizer", lambda v: v in ("", None, "fsq"), "must be '' or 'fsq'")
-  _check(cfg, "model.remat", lambda v: v in ("none", "full", "dots"),
-         "must be 'none', 'full' or 'dots'")
-  _check(cfg, "model.dtype", lambda v: v in ("float32", "bfloat16", "float16"),
-         "must be float32, bfloat16 or float16")
-  _check(cfg, "model.attention_kv_chunk", lambda v: v >= 0, "must be >= 0")
+  try:  # the model section is ModelConfig's own fields: it validates them
+    config_lib.model_config_from_dict(_get(cfg, "model").to_dict())
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f"config.model: {e}") from None
   for axis in ("data", "fsdp", "tensor"):
     _check(cfg, f"mesh.{axis}", lambda v: isinstance(v, int) and (v == -1 or v > 0),
            "must be a positive integer or -1")

@@ -18,18 +18,18 @@ import yaml
 from atoken_jax import sharding as sharding_lib
 from atoken_jax.interop import ml_atoken
 from atoken_jax.train import checkpoint as ckpt_lib
+from atoken_jax.train import tokenizer_state
 
 
 def export_checkpoint(workdir: str, out: str, step: int | None = None, ema: bool = False,
                       dtype=None) -> str:
   """Writes `out` (+ `out` with a .yaml suffix); returns the YAML path."""
-  from atoken_jax.train import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
   if not ckpt.steps():
     raise FileNotFoundError(f"no checkpoint under {workdir}/checkpoints")
   cfg = ml_collections.ConfigDict(ckpt.restore_config(step))
   mesh = sharding_lib.make_mesh(data=1, devices=jax.devices()[:1])
-  template = trainer_lib.StateTemplate(cfg, mesh)
+  template = tokenizer_state.state_template(cfg, mesh)
   target = ckpt_lib.abstract_with_shardings(template.abstract_state, template.shardings)
   got = ckpt.restore(target, None, step)
   ckpt.close()

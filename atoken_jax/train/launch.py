@@ -1,50 +1,76 @@
-"""`atoken train` and `atoken sweep`: ml_collections config files, absl flag conventions."""
+"""`atoken train`, `atoken sweep` and `atoken gs train`: a config, a workdir, the one loop.
+
+    atoken train --config=stage1_image:tiny --workdir=DIR [--config.x=v ...]
+    atoken sweep --config=stage1_image:tiny --workdir=ROOT [--launch]
+
+The config is read by `atoken_jax.config_files` (a path or a name, `--config.x=v` overrides),
+the same way as every other command.
+"""
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import subprocess
 import sys
+from typing import Sequence
 
-from absl import app, flags
-from absl import logging as absl_logging
-from ml_collections import config_flags
-
-_FLAGS_DEFINED = False
+from atoken_jax import config_files
 
 
-def _define_flags():
-  global _FLAGS_DEFINED
-  if not _FLAGS_DEFINED:
-    config_flags.DEFINE_config_file("config", None, "experiment config file[:arg]",
-                                    lock_config=True)
-    flags.DEFINE_string("workdir", None, "output directory (checkpoints, events, lineage)")
-    flags.DEFINE_bool("launch", False, "sweep: run the runs one after another here")
-    _FLAGS_DEFINED = True
+def setup_logging() -> None:
+  """INFO for our loggers; Orbax, Grain and absl log every save and read at INFO."""
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+  for noisy in ("absl", "orbax", "grain", "jax"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _train(_):
-  from atoken_jax.train import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
-  cfg, workdir = flags.FLAGS.config, flags.FLAGS.workdir
-  if cfg is None or not workdir:
-    raise app.UsageError("atoken train needs --config=FILE[:arg] and --workdir=DIR")
-  if flags.FLAGS.verbosity <= 0:  # Orbax and Grain log every save and read at INFO
-    absl_logging.set_verbosity(absl_logging.WARNING)
-  trainer_lib.setup_distributed(cfg)
+def setup_distributed(cfg) -> None:
+  """jax.distributed.initialize when configured (explicitly, or `auto` on TPU pods / SLURM)."""
+  d = cfg.get("distributed")
+  if d is None or d.mode == "none":
+    return
+  import jax  # pylint: disable=import-outside-toplevel
+  if d.mode == "auto":
+    jax.distributed.initialize()
+  else:
+    jax.distributed.initialize(d.coordinator_address, num_processes=d.num_processes,
+                               process_id=d.process_id,
+                               local_device_ids=list(d.local_device_ids) or None)
+
+
+def parse_run_args(prog: str, argv: Sequence[str], launch_flag: bool = False):
+  """-> (config, argparse namespace with .workdir [and .launch])."""
+  cfg, rest = config_files.parse(argv)
+  p = argparse.ArgumentParser(prog=prog)
+  p.add_argument("--workdir", required=True, help="output directory (checkpoints, events)")
+  if launch_flag:
+    p.add_argument("--launch", action="store_true", help="run the runs one after another here")
+  return cfg, p.parse_args(rest)
+
+
+def run_loop(make_task, cfg, workdir: str) -> int:
+  """Trains `make_task(cfg)` in `workdir` with the one loop: 0 when done or preempted (resume
+  with the same command), 1 with one line on stderr for a refusal."""
+  from atoken_jax.train import loop as loop_lib  # pylint: disable=import-outside-toplevel
+  setup_logging()
+  setup_distributed(cfg)
   try:
-    trainer_lib.Trainer(cfg, workdir).run()
-  except trainer_lib.Preempted as e:
+    loop_lib.Loop(make_task(cfg), workdir).run()
+  except loop_lib.Preempted as e:
     logging.warning("stopped by SIGTERM after step %s; resume with the same command", e)
   except (ValueError, FileNotFoundError, FloatingPointError) as e:
     print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-
-
-def train_main(argv: list[str]) -> int:
-  _define_flags()
-  app.run(_train, argv=argv)
+    return 1
   return 0
+
+
+def train_main(argv: Sequence[str]) -> int:
+  """`atoken train`; argv excludes the program name."""
+  from atoken_jax.train import tokenizer_task  # pylint: disable=import-outside-toplevel
+  cfg, args = parse_run_args("atoken train", argv)
+  return run_loop(tokenizer_task.TokenizerTask, cfg, args.workdir)
 
 
 def sweep_runs(cfg) -> list[tuple[str, dict]]:
@@ -57,27 +83,20 @@ def sweep_runs(cfg) -> list[tuple[str, dict]]:
   return runs
 
 
-def _sweep(_):
-  cfg, root = flags.FLAGS.config, flags.FLAGS.workdir
-  if cfg is None or not root:
-    raise app.UsageError("atoken sweep needs --config=FILE[:arg] and --workdir=ROOT")
+def sweep_main(argv: Sequence[str]) -> int:
+  """`atoken sweep`: prints (or, with --launch, runs) one `atoken train` per cfg.sweep entry."""
+  cfg, args = parse_run_args("atoken sweep", argv, launch_flag=True)
   runs = sweep_runs(cfg)
   if not runs:
     print("the config declares no sweep (config.sweep is empty)")
-    return
-  config_arg = next(a for a in sys.argv if a.startswith("--config="))
-  for name, overrides in runs:
-    cmd = [sys.executable, "-m", "atoken_jax.cli", "train", config_arg,
-           f"--workdir={os.path.join(root, name)}"]
+    return 0
+  spec, overrides, _ = config_files.split_argv(argv)
+  for name, run_overrides in runs:
+    cmd = [sys.executable, "-m", "atoken_jax.cli", "train", f"--config={spec}", *overrides,
+           f"--workdir={os.path.join(args.workdir, name)}"]
     cmd += [f"--config.{k}={json.dumps(v) if isinstance(v, str) else v}"
-            for k, v in overrides.items()]
+            for k, v in run_overrides.items()]
     print(" ".join(cmd))
-    if flags.FLAGS.launch:
+    if args.launch:
       subprocess.run(cmd, check=True)
-
-
-
-def sweep_main(argv: list[str]) -> int:
-  _define_flags()
-  app.run(_sweep, argv=argv)
   return 0

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from atoken_jax.interop import layer_stacking
 from atoken_jax.train import checkpoint as ckpt_lib
+from atoken_jax.train import tokenizer_state
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +44,18 @@ def expand_latent(prev: dict, fresh: dict, old_c: int, new_c: int) -> dict:
   return out
 
 
-def _previous_trainer_state(trainer, workdir: str, step: int | None):
+def _previous_trainer_state(loop, workdir: str, step: int | None):
   """Restores the previous stage's params (EMA or raw) onto this run's mesh."""
-  from atoken_jax.train import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
   import ml_collections  # pylint: disable=import-outside-toplevel
+  model_cfg = loop.task.model_cfg
   prev_ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
   prev_cfg = ml_collections.ConfigDict(prev_ckpt.restore_config(step))
-  prev_model_cfg = trainer_lib.model_config_from(prev_cfg).replace(
-      scan_layers=trainer.model_cfg.scan_layers)
-  if prev_model_cfg.encoder != trainer.model_cfg.encoder or (
-      prev_model_cfg.decoder != trainer.model_cfg.decoder):
+  prev_model_cfg = tokenizer_state.model_config_from(prev_cfg).replace(
+      scan_layers=model_cfg.scan_layers)
+  if prev_model_cfg.encoder != model_cfg.encoder or prev_model_cfg.decoder != model_cfg.decoder:
     raise ValueError("the previous stage's encoder/decoder shapes differ from this run's "
-                     f"({prev_model_cfg.encoder} vs {trainer.model_cfg.encoder})")
-  template = trainer_lib.StateTemplate(prev_cfg, trainer.mesh)
+                     f"({prev_model_cfg.encoder} vs {model_cfg.encoder})")
+  template = tokenizer_state.state_template(prev_cfg, loop.mesh)
   target = ckpt_lib.abstract_with_shardings(template.abstract_state, template.shardings)
   got = prev_ckpt.restore(target, None, step)
   if got is None:
@@ -65,22 +65,22 @@ def _previous_trainer_state(trainer, workdir: str, step: int | None):
   return prev_step, prev_state, prev_model_cfg
 
 
-def restore_previous_stage(trainer, state):
-  init = trainer.cfg.init
+def restore_previous_stage(loop, state):
+  init = loop.cfg.init
   prev_step, prev_state, prev_cfg = _previous_trainer_state(
-      trainer, init.previous_stage, None if init.previous_step < 0 else init.previous_step)
+      loop, init.previous_stage, None if init.previous_step < 0 else init.previous_step)
   src = prev_state.ema_params if init.use_ema else prev_state.params
   model = src["model"]
-  if prev_cfg.latent_dim != trainer.model_cfg.latent_dim:
+  if prev_cfg.latent_dim != loop.task.model_cfg.latent_dim:
     model = expand_latent(model, state.params["model"], prev_cfg.latent_dim,
-                          trainer.model_cfg.latent_dim)
+                          loop.task.model_cfg.latent_dim)
   params = {"model": model, "siglip": src["siglip"]}
-  params = jax.device_put(params, trainer.state_shardings.params)
-  _append_lineage(trainer.workdir, {
+  params = jax.device_put(params, loop.state_shardings.params)
+  _append_lineage(loop.workdir, {
       "from_workdir": os.path.abspath(init.previous_stage), "from_step": int(prev_step),
       "used_ema": bool(init.use_ema), "latent": [prev_cfg.latent_dim,
-                                                 trainer.model_cfg.latent_dim],
-      "quantizer": [prev_cfg.quantizer, trainer.model_cfg.quantizer]})
+                                                 loop.task.model_cfg.latent_dim],
+      "quantizer": [prev_cfg.quantizer, loop.task.model_cfg.quantizer]})
   log.info("initialised from %s step %d", init.previous_stage, prev_step)
   return state.replace(params=params, ema_params=_copy(params))
 
@@ -90,22 +90,22 @@ def _copy(tree):
   return jax.tree.map(jnp.copy, tree)
 
 
-def load_siglip2(trainer, state):
+def load_siglip2(loop, state):
   """Copies SigLIP2's vision tower into the encoder and pooling head (stage-1 init)."""
   from atoken_jax.interop import siglip2  # pylint: disable=import-outside-toplevel
-  vision, heads = siglip2.read_siglip2(trainer.cfg.init.siglip2)
+  vision, heads = siglip2.read_siglip2(loop.cfg.init.siglip2)
   trunk = siglip2.encoder_trunk_config(vision, heads)
-  if trunk != trainer.model_cfg.encoder:
-    raise ValueError(f"SigLIP2 at {trainer.cfg.init.siglip2} is {trunk}, but the model's "
-                     f"encoder is {trainer.model_cfg.encoder}")
+  if trunk != loop.task.model_cfg.encoder:
+    raise ValueError(f"SigLIP2 at {loop.cfg.init.siglip2} is {trunk}, but the model's "
+                     f"encoder is {loop.task.model_cfg.encoder}")
   imported = siglip2.siglip2_to_encoder_params(vision, trunk)
-  if trainer.model_cfg.scan_layers:
+  if loop.task.model_cfg.scan_layers:
     imported = layer_stacking.stack_layers(imported)
   model = dict(state.params["model"])
-  model.update(jax.device_put(imported, {k: trainer.state_shardings.params["model"][k]
+  model.update(jax.device_put(imported, {k: loop.state_shardings.params["model"][k]
                                          for k in imported}))
   params = {**state.params, "model": model}
-  _append_lineage(trainer.workdir, {"from_siglip2": os.path.abspath(trainer.cfg.init.siglip2)})
+  _append_lineage(loop.workdir, {"from_siglip2": os.path.abspath(loop.cfg.init.siglip2)})
   return state.replace(params=params, ema_params=_copy(params))
 
 

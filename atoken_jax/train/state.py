@@ -11,13 +11,15 @@ import optax
 from jax.sharding import Mesh
 
 from atoken_jax import sharding as sharding_lib
+from atoken_jax.train import optimizer as optimizer_lib
 
 
 @flax.struct.dataclass
 class TrainState:
   """Everything a step reads and writes; checkpointed as one pytree.
 
-  params: {"model": AToken params, "siglip": {"logit_scale", "logit_bias"}} (float32 masters).
+  params: the task's parameters (float32 masters), e.g. the tokenizer's {"model": AToken
+    params, "siglip": {"logit_scale", "logit_bias"}} or the 3D task's {"gs": ..., "model": ...}.
   ema_params: EMA of params. rng: uint32[2] key data (checkpointable).
   skipped: steps whose loss or gradient was not finite (never applied);
   consecutive_skipped: the current run of them.
@@ -40,23 +42,40 @@ def state_shardings(init_fn: Callable[[], TrainState], mesh: Mesh, rules=None):
   return nn.meta.unbox(boxed), shardings
 
 
-def make_init_fn(model_init: Callable[[jax.Array], Any], tx: optax.GradientTransformation,
-                 siglip_scale_init: float, siglip_bias_init: float, seed: int):
-  """A function () -> boxed TrainState (logical partitioning metadata kept for sharding)."""
+def make_init_fn(params_init: Callable[[jax.Array], Any], tx: optax.GradientTransformation,
+                 seed: int):
+  """A function () -> boxed TrainState (logical partitioning metadata kept for sharding).
+
+  `params_init(rng)` returns the task's boxed parameter tree; the optimiser starts empty and
+  the EMA equals the parameters."""
   def init() -> TrainState:
     rng = jax.random.PRNGKey(seed)
-    model_params = model_init(jax.random.fold_in(rng, 1))
-    params = {"model": model_params,
-              "siglip": {"logit_scale": jnp.asarray(siglip_scale_init, jnp.float32),
-                         "logit_bias": jnp.asarray(siglip_bias_init, jnp.float32)}}
-    plain = nn.meta.unbox(params)
-    opt_state = tx.init(plain)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=rebox_like(opt_state, params),
-                      ema_params=params, rng=jax.random.fold_in(rng, 2),
-                      skipped=jnp.zeros((), jnp.int32),
-                      consecutive_skipped=jnp.zeros((), jnp.int32))
+    params = params_init(jax.random.fold_in(rng, 1))
+    opt_state = tx.init(nn.meta.unbox(params))
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(step=zero, params=params, opt_state=rebox_like(opt_state, params),
+                      ema_params=params, rng=jax.random.fold_in(rng, 2), skipped=zero,
+                      consecutive_skipped=zero)
   return init
+
+
+class StateTemplate:
+  """What a task's parameters and optimiser config imply for the train state on `mesh`: the
+  optimiser, the abstract (unboxed) state, its shardings, and `init_sharded()`, which creates a
+  fresh state already sharded (no host copy of the full state ever exists)."""
+
+  def __init__(self, params_init: Callable[[jax.Array], Any], optim_cfg, total_steps: int,
+               seed: int, mesh: Mesh):
+    plain = nn.meta.unbox(jax.eval_shape(params_init, jax.random.PRNGKey(0)))
+    self.tx = optimizer_lib.make_optimizer(optim_cfg, plain, total_steps)
+    init_fn = make_init_fn(params_init, self.tx, seed)
+    self.mesh = mesh
+    self.abstract_state, self.shardings = state_shardings(init_fn, mesh)
+    self._init = jax.jit(lambda: nn.meta.unbox(init_fn()), out_shardings=self.shardings)
+
+  def init_sharded(self) -> TrainState:
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(sharding_lib.LOGICAL_AXIS_RULES):
+      return self._init()
 
 
 def rebox_like(opt_state, boxed_params):
