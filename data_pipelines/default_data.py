@@ -23,7 +23,7 @@ import tempfile
 import numpy as np
 from PIL import Image
 
-from data_pipelines import assets3d, writers
+from data_pipelines import assets3d, dataset_dir, writers
 from data_pipelines.arrayrecord_io import ShardWriter
 
 VERSION = 1
@@ -136,8 +136,8 @@ def build_default_dataset(out_dir: str, seed: int = 0) -> dict:
       asset = assets3d.mesh_to_asset(v, f, vertex_colors=colors, seed=seed + i)
       w.write(writers.voxel_record(f"primitive:{name}", asset, caption))
     counts["voxels"] = w.num_records
-  with open(os.path.join(out_dir, "manifest.json"), "w") as fh:
-    json.dump({"version": VERSION, "counts": counts, "source": "atoken_jax default data"}, fh)
+  dataset_dir.write_manifest(out_dir, {"version": VERSION, "source": "atoken_jax default data"},
+                             counts)
   return counts
 
 
