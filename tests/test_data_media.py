@@ -199,3 +199,16 @@ def test_prepare_reads_symlinked_folders_and_lists_the_loop(tmp_path):
   assert manifest["counts"] == {"image": 3}
   assert [s["reason"] for s in manifest["skipped"]] == ["symlink_loop"]
   assert "symlink_loop=1" in prepare.summary(manifest)
+
+
+def test_tokenize_reads_files_through_the_same_decoder(tmp_path):
+  from atoken_jax import tokenize_cli
+  ramp = np.linspace(0, 65535, 64).round().astype(np.uint16)[None].repeat(16, 0)
+  Image.fromarray(ramp).save(tmp_path / "deep.png")
+  pixels = tokenize_cli.read_media(str(tmp_path / "deep.png"))
+  assert pixels.shape == (16, 64, 3) and pixels.dtype == np.float32
+  assert pixels.min() == -1.0 and pixels.max() == 1.0 and (np.diff(pixels[0, :, 0]) > 0).all()
+  (tmp_path / "notes.txt").write_text("x")
+  for name, message in (("notes.txt", "unsupported file type"), ("gone.png", "no such file")):
+    with pytest.raises(ValueError, match=message):
+      tokenize_cli.read_media(str(tmp_path / name))
