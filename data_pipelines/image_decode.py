@@ -6,14 +6,15 @@ evaluation, NeRF renders, animated GIF/WebP frames) goes through `open_upright` 
   EXIF orientation   applied, so the picture is upright as a viewer shows it;
   16-bit ("I;16*")   greyscale PNG/TIFF scaled 0..65535 -> 0..255 (round(v / 257)), not clipped;
   32-bit int ("I")   read as 16-bit values (0..65535, clipped);
-  float ("F")        TIFF in [0, 1] -> 0..255 (outside clipped, NaN -> 0);
+  float ("F")        TIFF in [0, 1] -> 0..255 (outside clipped, NaN -> 0); float RGB(A) TIFFs,
+                     which Pillow cannot read, through tifffile (a scikit-image dependency);
   palette ("P")      expanded; with transparency treated like alpha;
   alpha (LA, RGBA, PA, P+transparency)  composited over `background` (white by default: the
                      picture as shown on a page; colours hidden under alpha 0 never leak);
   CMYK JPEG          converted by Pillow (Adobe-inverted files included); embedded ICC profiles
                      are not applied;
   1, L, RGBX, YCbCr  converted by Pillow.
-16-bit RGB(A) PNGs are read by Pillow at 8 bits per channel (the high byte).
+16-bit RGB(A) PNG / TIFF: Pillow rounds each channel to 8 bits.
 """
 from __future__ import annotations
 
@@ -91,8 +92,41 @@ def open_upright(data: bytes, size_for: Optional[Callable[[int, int], tuple]] = 
     raise
   except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
     raise ImageDecodeError("too_large", str(e)) from None
+  except Image.UnidentifiedImageError as e:
+    if data[:4] in (b"II*\x00", b"MM\x00*"):  # e.g. float RGB: Pillow reads single-channel only
+      return _tiff_with_tifffile(data, size_for)
+    raise ImageDecodeError("decode_error", f"{type(e).__name__}: {e}") from None
   except Exception as e:  # noqa: BLE001 - PIL raises many types on bad files
     raise ImageDecodeError("decode_error", f"{type(e).__name__}: {e}") from None
+
+
+def _tiff_with_tifffile(data: bytes, size_for) -> Image.Image:
+  """A TIFF Pillow cannot read (float / multi-sample layouts) -> 8-bit RGB(A) via tifffile.
+
+  Floats are taken in [0, 1], unsigned integers over their full range.
+  """
+  try:
+    import tifffile  # pylint: disable=import-outside-toplevel
+    x = np.asarray(tifffile.imread(io.BytesIO(data)))
+  except Exception as e:  # noqa: BLE001 - not a TIFF either reader understands
+    raise ImageDecodeError("decode_error", f"unreadable TIFF: {type(e).__name__}: {e}"
+                           ) from None
+  if x.ndim == 3 and x.shape[0] in (3, 4) and x.shape[-1] not in (3, 4):
+    x = np.moveaxis(x, 0, -1)  # planar samples
+  if x.ndim == 3 and x.shape[-1] == 1:
+    x = x[..., 0]
+  if x.ndim not in (2, 3) or (x.ndim == 3 and x.shape[-1] not in (3, 4)) or 0 in x.shape:
+    raise ImageDecodeError("decode_error", f"TIFF of shape {x.shape}: not a picture")
+  if np.issubdtype(x.dtype, np.floating):
+    unit = np.nan_to_num(x.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+  elif np.issubdtype(x.dtype, np.unsignedinteger) or x.dtype == np.bool_:
+    unit = x.astype(np.float32) / float(np.iinfo(x.dtype).max if x.dtype != np.bool_ else 1)
+  else:
+    raise ImageDecodeError("decode_error", f"TIFF samples of type {x.dtype}")
+  if size_for is not None:
+    size_for(x.shape[0], x.shape[1])
+  u8 = np.round(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
+  return Image.fromarray(u8 if x.ndim == 3 else np.repeat(u8[..., None], 3, axis=2))
 
 
 def _grey_to_rgb(unit: np.ndarray) -> Image.Image:

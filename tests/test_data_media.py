@@ -212,3 +212,31 @@ def test_tokenize_reads_files_through_the_same_decoder(tmp_path):
   for name, message in (("notes.txt", "unsupported file type"), ("gone.png", "no such file")):
     with pytest.raises(ValueError, match=message):
       tokenize_cli.read_media(str(tmp_path / name))
+
+
+def _png16_rgb(px: np.ndarray) -> bytes:
+  """A 16-bit RGB PNG written by hand (Pillow writes 16 bits for greyscale only)."""
+  import struct
+  import zlib
+
+  def chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+  h, w = px.shape[:2]
+  rows = b"".join(b"\x00" + px[r].astype(">u2").tobytes() for r in range(h))
+  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+          + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_16_bit_rgb_png_and_tiff_and_float_rgb_tiff_map_to_8_bit():
+  import tifffile
+  px = np.array([[[0, 25700, 65535], [40000, 1, 12345]]], np.uint16)
+  expected = np.round(px / 257.0).astype(np.uint8)
+  np.testing.assert_array_equal(_image(_png16_rgb(px)), expected)
+  buf = io.BytesIO()
+  tifffile.imwrite(buf, px, photometric="rgb")
+  np.testing.assert_array_equal(_image(buf.getvalue()), expected)
+  unit = np.array([[[0.0, 0.5, 1.0], [0.25, 2.0, -1.0]]], np.float32)
+  buf = io.BytesIO()
+  tifffile.imwrite(buf, unit, photometric="rgb")
+  np.testing.assert_array_equal(_image(buf.getvalue()), [[[0, 128, 255], [64, 255, 0]]])
