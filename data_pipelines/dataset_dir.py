@@ -194,7 +194,7 @@ class DatasetBuilder:
   """
 
   def __init__(self, dst: str, overwrite: bool = False):
-    self.dst = os.path.abspath(dst)
+    self.dst = os.path.realpath(dst)  # a symlinked dst: build and swap beside its target
     self.overwrite = overwrite
     parent, name = os.path.split(self.dst)
     self._prefix = os.path.join(parent, f".{name}.")

@@ -33,7 +33,8 @@ def walk(root: str, problems: Optional[list] = None
   """Like `os.walk(root)` (sorted, top-down) but follows symlinked folders, each real folder once.
 
   A folder reached again through a symlink is not entered: as "symlink_loop" when it is one of
-  its own ancestors, as "duplicate_folder" otherwise. Each case is appended to `problems` as
+  its own ancestors, as "duplicate_folder" otherwise; a folder that cannot be listed is
+  "unreadable_folder". Each case is appended to `problems` as
   {"file", "reason", "message"} or, when `problems` is None, logged as a warning. Callers may
   prune `dirnames` in place.
 
@@ -41,7 +42,18 @@ def walk(root: str, problems: Optional[list] = None
     (path relative to root, sorted dirnames, sorted filenames), "." for root itself.
   """
   seen: dict[tuple[int, int], str] = {}
-  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+
+  def report(rel: str, reason: str, message: str) -> None:
+    if problems is None:
+      _log.warning("%s: %s (%s)", os.path.join(root, rel), message, reason)
+    else:
+      problems.append({"file": rel, "reason": reason, "message": message})
+
+  def unreadable(error: OSError) -> None:
+    rel = os.path.normpath(os.path.relpath(error.filename or root, root))
+    report(rel, "unreadable_folder", error.strerror or str(error))
+
+  for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
     rel_dir = os.path.normpath(os.path.relpath(dirpath, root))
     try:
       st = os.stat(dirpath)
@@ -54,12 +66,8 @@ def walk(root: str, problems: Optional[list] = None
       dirnames[:] = []
       loop = first == "." or rel_dir.startswith(first + os.sep)
       reason = "symlink_loop" if loop else "duplicate_folder"
-      message = (f"links back to its ancestor {first!r}; not followed" if loop
-                 else f"same folder as {first!r}; read once, there")
-      if problems is None:
-        _log.warning("%s: %s (%s)", os.path.join(root, rel_dir), message, reason)
-      else:
-        problems.append({"file": rel_dir, "reason": reason, "message": message})
+      report(rel_dir, reason, f"links back to its ancestor {first!r}; not followed" if loop
+             else f"same folder as {first!r}; read once, there")
       continue
     dirnames.sort()
     yield rel_dir, dirnames, sorted(filenames)

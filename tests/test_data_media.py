@@ -240,3 +240,24 @@ def test_16_bit_rgb_png_and_tiff_and_float_rgb_tiff_map_to_8_bit():
   buf = io.BytesIO()
   tifffile.imwrite(buf, unit, photometric="rgb")
   np.testing.assert_array_equal(_image(buf.getvalue()), [[[0, 128, 255], [64, 255, 0]]])
+
+
+def test_a_second_link_to_a_folder_reads_it_once_and_an_unlistable_folder_is_reported(
+    tmp_path):
+  real = _tree_with_links(tmp_path / "tree")
+  os.symlink(real / "linked", real / "again")
+  locked = real / "locked"
+  locked.mkdir()
+  os.chmod(locked, 0)
+  try:
+    problems = []
+    found = folder_source.scan_folder(str(real), problems)
+  finally:
+    os.chmod(locked, 0o755)
+  assert found["image"] == ["a.png", os.path.join("again", "c.png"),
+                            os.path.join("sub", "b.png")]
+  reasons = {p["file"]: p["reason"] for p in problems}
+  assert reasons["linked"] == "duplicate_folder"
+  assert reasons[os.path.join("sub", "loop")] == "symlink_loop"
+  if os.geteuid() != 0:  # root lists any folder
+    assert reasons["locked"] == "unreadable_folder"
