@@ -1,10 +1,10 @@
 """Prepared dataset folders: built beside the destination, offered only when complete.
 
 Layout: DST/<modality>/part-NNNNN.array_record and DST/manifest.json. The manifest is written
-last and lists every shard with its record count and size:
+last; it counts the records of each modality and lists every shard with its size:
 
   {"format": 2, "counts": {"image": 12, ...},
-   "shards": {"image": [{"file": "part-00000.array_record", "records": 12, "bytes": 34567}]},
+   "shards": {"image": [{"file": "part-00000.array_record", "bytes": 34567}, ...]},
    ...what the writer adds (source, skipped files, ...)}
 
 Building (`DatasetBuilder`) happens in a hidden folder beside DST (`.DST.building-XXXX`); shards
