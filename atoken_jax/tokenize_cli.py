@@ -15,31 +15,10 @@ import sys
 
 import numpy as np
 
-IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-VIDEO_EXT = (".mp4", ".webm", ".mov", ".mkv", ".avi")
-
-
 def read_media(path: str) -> np.ndarray:
-  """-> float32 image [H, W, 3] or video [T, H, W, 3] in [-1, 1]."""
+  """-> float32 image [H, W, 3] or video [T, H, W, 3] in [-1, 1] (`decode.read_media_file`)."""
   from data_pipelines import decode  # pylint: disable=import-outside-toplevel
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path}: no such file")
-  with open(path, "rb") as f:
-    data = f.read()
-  ext = os.path.splitext(path)[1].lower()
-  try:
-    if ext in IMAGE_EXT:
-      pixels = np.asarray(decode.decode_image({"kind": "image", "bytes": data}))
-    elif ext in VIDEO_EXT:
-      frames, _ = decode.video_frames({"kind": "video", "bytes": data},
-                                      lambda n, fps: range(n))
-      pixels = np.stack(frames)
-    else:
-      raise ValueError(f"{path}: unsupported file type {ext!r} (images: {IMAGE_EXT}, videos: "
-                       f"{VIDEO_EXT})")
-  except decode.BadData as e:
-    raise ValueError(f"{path}: cannot decode ({e})") from None
-  return pixels.astype(np.float32) / 127.5 - 1.0
+  return decode.read_media_file(path).astype(np.float32) / 127.5 - 1.0
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:

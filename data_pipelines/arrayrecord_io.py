@@ -20,6 +20,10 @@ SHARD_PATTERN = "part-{:05d}.array_record"
 WRITER_OPTIONS = "group_size:1"
 
 
+class DatasetError(ValueError):
+  """A dataset that must not be read (or written) as it is: the message says why, in one line."""
+
+
 class ShardWriter:
   """Writes records to `directory/part-NNNNN.array_record`, starting a new shard past a size.
 
@@ -76,7 +80,7 @@ def find_shards(location: str) -> list[str]:
 class RecordSource:
   """Random-access source over ArrayRecord shards: `src[i]` -> record bytes, or an error dict.
 
-  A shard that cannot be opened raises at construction (a configuration error); a record that
+  A shard that cannot be opened raises `DatasetError` at construction; a record that
   cannot be read yields {"kind": "error", "name": "<shard>#<i>", "error": message}, which the
   pipeline counts as bad data. Picklable (Grain worker processes reopen the shards).
   """
@@ -88,7 +92,14 @@ class RecordSource:
     self._open()
 
   def _open(self) -> None:
-    self._readers = [array_record_module.ArrayRecordReader(p) for p in self.paths]
+    self._readers = []
+    for p in self.paths:
+      try:
+        self._readers.append(array_record_module.ArrayRecordReader(p))
+      except Exception as e:  # noqa: BLE001 - the C++ reader raises plain errors
+        raise DatasetError(f"shard {p} cannot be opened ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}); is it truncated?"
+                           ) from None
     self._starts, total = [], 0
     for r in self._readers:
       self._starts.append(total)

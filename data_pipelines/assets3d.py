@@ -22,7 +22,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from data_pipelines import cameras, mesh_render, voxelize
+from data_pipelines import cameras, image_decode, mesh_render, voxelize
 
 MESH_EXTS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")
 RENDER_PX = 256
@@ -119,11 +119,10 @@ def load_nerf_views(directory: str, size: int = RENDER_PX):
     rgb_path = os.path.normpath(os.path.join(directory, rel))
     if not os.path.splitext(rgb_path)[1]:
       rgb_path += ".png"
-    with Image.open(rgb_path) as im:
-      im.load()
-      if im.width != im.height:
-        raise ValueError(f"{rgb_path}: only square renders are supported, got {im.size}")
-      views.append(np.asarray(im.convert("RGB").resize((size, size), Image.LANCZOS)))
+    im = image_decode.read_rgb_file(rgb_path, background=0)  # alpha over black, as we render
+    if im.width != im.height:
+      raise ValueError(f"{rgb_path}: only square renders are supported, got {im.size}")
+    views.append(np.asarray(im.resize((size, size), Image.LANCZOS)))
     depth_rel = frame.get("depth_file_path")
     depth_path = (os.path.join(directory, depth_rel) if isinstance(depth_rel, str)
                   else os.path.splitext(rgb_path)[0] + "_depth.npy")

@@ -1,5 +1,9 @@
 """Decoding: record fields -> PIL images, selected video frames, voxel sets.
 
+The one place records are decoded (training, `atoken data prepare`, `atoken tokenize`,
+evaluation); files go through `image_decode` (pictures) and `video_decode` (videos, animated
+GIF/WebP), which say what is read and how.
+
 Every failure raises `BadData(reason, message)`; the sample stage turns it into a counted skip.
 Reasons used here: "decode_error" (unreadable / corrupt / truncated file), "empty_file"
 (0 bytes), "empty_image" (zero-size picture), "too_few_frames" (a video with fewer than 4
@@ -8,16 +12,13 @@ grid), "wrong_kind" (a record of another modality), "too_large" (a decompression
 """
 from __future__ import annotations
 
-import io
-import warnings
+import os
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from data_pipelines import assets3d, voxelize
-
-_EXIF_ORIENTATION = 0x0112
+from data_pipelines import assets3d, image_decode, video_decode, voxelize
 
 
 class BadData(Exception):
@@ -43,6 +44,9 @@ def decode_image(record: dict, size_for: Optional[Callable[[int, int], tuple]] =
                  ) -> Image.Image:
   """An "image" record ({"bytes"} encoded file, or {"pixels"} uint8 array) -> RGB PIL image.
 
+  Encoded files go through `image_decode.decode_rgb` (16-bit / float / palette / alpha / CMYK /
+  EXIF orientation handled as its docstring says).
+
   Args:
     record: the record dict.
     size_for: optional (height, width) -> (target height, target width), called with the
@@ -58,42 +62,33 @@ def decode_image(record: dict, size_for: Optional[Callable[[int, int], tuple]] =
       raise BadData("empty_image", f"size {img.size}")
     if size_for is not None:
       size_for(img.height, img.width)
-    return img.convert("RGB") if img.mode != "RGB" else img
-  data = record.get("bytes", b"")
-  if not data:
-    raise BadData("empty_file", "0 bytes")
+    return image_decode.to_rgb(img)
   try:
-    with warnings.catch_warnings():
-      warnings.simplefilter("error", Image.DecompressionBombWarning)
-      img = Image.open(io.BytesIO(data))
-      height, width = img.height, img.width
-      if height == 0 or width == 0:
-        raise BadData("empty_image", f"size {img.size}")
-      transposed = img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
-      if size_for is not None:
-        th, tw = size_for(*((width, height) if transposed else (height, width)))
-        if img.format == "JPEG":
-          img.draft("RGB", (th, tw) if transposed else (tw, th))
-      img.load()
-      img = ImageOps.exif_transpose(img)
-  except BadData:
-    raise
-  except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-    raise BadData("too_large", str(e)) from None
-  except Exception as e:  # noqa: BLE001 - PIL raises many types on bad files
-    raise BadData("decode_error", f"{type(e).__name__}: {e}") from None
-  if img.mode != "RGB":
-    img = img.convert("RGB")  # RGBA drops alpha (no compositing), L/P/CMYK convert
-  return img
+    return image_decode.decode_rgb(record.get("bytes", b""), size_for)
+  except image_decode.ImageDecodeError as e:
+    raise BadData(e.reason, str(e)) from None
+
+
+def decode_png_views(blobs: Sequence[bytes]) -> np.ndarray:
+  """Stored PNG views -> uint8 [V, H, W, 3] (alpha over black, like our renders)."""
+  try:
+    return np.stack([np.asarray(image_decode.decode_rgb(b, background=0)) for b in blobs])
+  except image_decode.ImageDecodeError as e:
+    raise BadData(e.reason, f"view: {e}") from None
 
 
 def video_frames(record: dict, choose: Callable[[int, float], Sequence[int]]
                  ) -> tuple[list[np.ndarray], float]:
-  """A "video" record -> (chosen frames as uint8 [H, W, 3] arrays, fps).
+  """A "video" record -> (frames at the chosen timeline ticks as uint8 [H, W, 3], fps).
+
+  Encoded files (any PyAV format; animated GIF/WebP through Pillow) are read on a
+  constant-rate timeline by timestamp, so variable-frame-rate files are sampled by time (see
+  `video_decode`); arrays are taken as constant-rate.
 
   Args:
-    record: {"bytes": encoded file} (decoded with PyAV) or {"frames": uint8 [T, H, W, 3]}.
-    choose: (num_frames, fps) -> sorted frame indices to keep; raises BadData when it cannot.
+    record: {"bytes": encoded file} or {"frames": uint8 [T, H, W, 3], "fps"}.
+    choose: (number of ticks, fps) -> sorted tick indices to keep; raises BadData when it
+      cannot. For a constant-rate video ticks are frames.
   """
   if record.get("kind") != "video":
     raise BadData("wrong_kind", f"expected a video record, got {record.get('kind')!r}")
@@ -104,39 +99,37 @@ def video_frames(record: dict, choose: Callable[[int, float], Sequence[int]]
                     f"{frames.shape}")
     fps = float(record.get("fps", 30.0))
     return [frames[i] for i in _checked(choose(len(frames), fps), len(frames))], fps
-  data = record.get("bytes", b"")
-  if not data:
-    raise BadData("empty_file", "0 bytes")
-  import av  # pylint: disable=import-outside-toplevel
-
   try:
-    with av.open(io.BytesIO(data)) as container:
-      if not container.streams.video:
-        raise BadData("decode_error", "no video stream")
-      stream = container.streams.video[0]
-      stream.thread_type = "AUTO"
-      fps = float(stream.average_rate or stream.guessed_rate or 30.0)
-      total = int(stream.frames or 0)
-      decoded = None
-      if total <= 0:  # unknown length (e.g. webm): decode everything once to count
-        decoded = list(container.decode(stream))
-        total = len(decoded)
-      indices = _checked(choose(total, fps), total)
-      wanted, out = set(indices), {}
-      source = decoded if decoded is not None else container.decode(stream)
-      for i, frame in enumerate(source):
-        if i in wanted:
-          out[i] = frame.to_ndarray(format="rgb24")
-        if i >= indices[-1]:
-          break
-  except BadData:
-    raise
-  except Exception as e:  # noqa: BLE001 - PyAV raises many types on bad files
-    raise BadData("decode_error", f"{type(e).__name__}: {e}") from None
-  if len(out) != len(indices):
-    raise BadData("decode_error", f"truncated video: {len(out)} of {len(indices)} wanted frames "
-                  f"decoded (header says {total})")
-  return [out[i] for i in indices], fps
+    return video_decode.decode_frames(record.get("bytes", b""), choose)
+  except video_decode.VideoDecodeError as e:
+    raise BadData(e.reason, str(e)) from None
+
+
+def read_media_file(path: str) -> np.ndarray:
+  """An image or video file -> uint8 [H, W, 3], or every timeline frame [T, H, W, 3].
+
+  The modality comes from `folder_source.modality_of` (animated GIF/WebP are videos).
+
+  Raises:
+    ValueError: one line naming the file (missing, unsupported type, cannot be decoded).
+  """
+  from data_pipelines import folder_source  # pylint: disable=import-outside-toplevel
+  if not os.path.isfile(path):
+    raise ValueError(f"{path}: no such file")
+  modality = folder_source.modality_of(path)
+  if modality not in ("image", "video"):
+    raise ValueError(f"{path}: unsupported file type (images: "
+                     f"{' '.join(folder_source.IMAGE_EXTS)}; videos: "
+                     f"{' '.join(folder_source.VIDEO_EXTS)}, animated .gif .webp)")
+  with open(path, "rb") as fh:
+    record = {"kind": modality, "bytes": fh.read()}
+  try:
+    if modality == "image":
+      return np.asarray(decode_image(record))
+    frames, _ = video_frames(record, lambda total, fps: range(total))
+    return np.stack(frames)
+  except BadData as e:
+    raise ValueError(f"{path}: cannot decode ({e})") from None
 
 
 def _checked(indices: Sequence[int], total: int) -> list[int]:
@@ -164,8 +157,7 @@ def voxel_asset(record: dict, num_views: int, seed: int) -> voxelize.VoxelAsset:
     if "nerf_dir" in record:
       return assets3d.nerf_to_asset(record["nerf_dir"], seed=seed)
     coords, src = np.asarray(record["coords"]), np.asarray(record["src"])
-    views = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB"))
-                      for b in record["views"]])
+    views = decode_png_views(record["views"])
     if coords.ndim != 2 or coords.shape[1] != 3 or src.shape != coords.shape:
       raise BadData("decode_error", f"coords/src must be [N, 3], got {coords.shape} {src.shape}")
     return voxelize.VoxelAsset(coords=coords, src=src, views=views,

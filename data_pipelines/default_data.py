@@ -10,20 +10,19 @@ the same writer as `atoken data prepare`, and read through the same pipeline as 
   voxels/  coloured trimesh primitives (box, sphere, cylinder, cone, capsule, torus),
            rendered from 16 views by our rasteriser and voxelised (spec §1.3).
 
-A few seconds on 2 cores; a lock file makes concurrent first uses build it once.
+A few seconds on 2 cores; a lock file makes concurrent first uses build it once; it is built
+beside the cache folder and swapped in complete (`dataset_dir.DatasetBuilder`).
 """
 from __future__ import annotations
 
 import fcntl
 import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 from PIL import Image
 
-from data_pipelines import assets3d, writers
+from data_pipelines import assets3d, dataset_dir, writers
 from data_pipelines.arrayrecord_io import ShardWriter
 
 VERSION = 1
@@ -115,6 +114,15 @@ def _shape(name: str, rng: np.random.Generator):
 
 def build_default_dataset(out_dir: str, seed: int = 0) -> dict:
   """Writes the dataset into `out_dir` (image/, video/, voxels/, manifest.json); returns counts."""
+  counts = _write_shards(out_dir, seed)
+  dataset_dir.write_manifest(out_dir, _MANIFEST, counts)
+  return counts
+
+
+_MANIFEST = {"version": VERSION, "source": "atoken_jax default data"}
+
+
+def _write_shards(out_dir: str, seed: int) -> dict:
   rng = np.random.default_rng(seed)
   counts = {}
   with ShardWriter(os.path.join(out_dir, "image")) as w:
@@ -136,8 +144,6 @@ def build_default_dataset(out_dir: str, seed: int = 0) -> dict:
       asset = assets3d.mesh_to_asset(v, f, vertex_colors=colors, seed=seed + i)
       w.write(writers.voxel_record(f"primitive:{name}", asset, caption))
     counts["voxels"] = w.num_records
-  with open(os.path.join(out_dir, "manifest.json"), "w") as fh:
-    json.dump({"version": VERSION, "counts": counts, "source": "atoken_jax default data"}, fh)
   return counts
 
 
@@ -160,16 +166,9 @@ def ensure_default_dataset(cache_dir: str | None = None) -> str:
   with open(path + ".lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
-      if not ready():
-        tmp = tempfile.mkdtemp(prefix=".building-", dir=parent)
-        try:
-          build_default_dataset(tmp)
-          if os.path.exists(path):
-            shutil.rmtree(path)
-          os.rename(tmp, path)
-        finally:
-          if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+      if not ready():  # built beside `path`, swapped in complete (see dataset_dir)
+        with dataset_dir.DatasetBuilder(path, overwrite=True) as builder:
+          builder.commit(_MANIFEST, _write_shards(builder.path, seed=0))
     finally:
       fcntl.flock(lock, fcntl.LOCK_UN)
   return path

@@ -1,9 +1,9 @@
 """Plain folders of images, videos and 3D assets as random-access sources.
 
-`scan_folder(root)` walks `root` (sorted, so the index order is stable) and sorts files by
-extension into modalities:
+`scan_folder(root)` walks `root` (sorted, so the index order is stable; symlinked folders are
+followed, loops detected and reported) and sorts files by extension into modalities:
   image:  .jpg .jpeg .png .webp .bmp .gif .tif .tiff
-  video:  .mp4 .webm .mov .mkv .avi .m4v
+  video:  .mp4 .webm .mov .mkv .avi .m4v, and animated .gif / .webp
   voxels: meshes (.glb .gltf .obj .ply .stl .off) and folders holding a NeRF `transforms.json`
           (files inside such a folder are not listed separately).
 A caption is the sidecar text file with the same stem (`cat.jpg` -> `cat.txt`; a NeRF folder
@@ -14,37 +14,100 @@ expects; a file that cannot be read gives {"kind": "error", ...} (counted as bad
 """
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any
+from typing import Any, Iterator, Optional
 
+from data_pipelines import image_decode
 from data_pipelines.assets3d import MESH_EXTS
+
+_log = logging.getLogger("data_pipelines")
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 VIDEO_EXTS = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
+ANIMATED_EXTS = (".gif", ".webp")  # a video when the file has more than one frame
 
 
-def scan_folder(root: str) -> dict[str, list[str]]:
-  """root -> {"image": [relpath...], "video": [...], "voxels": [...]} (sorted relpaths)."""
+def walk(root: str, problems: Optional[list] = None
+         ) -> Iterator[tuple[str, list[str], list[str]]]:
+  """Like `os.walk(root)` (sorted, top-down) but follows symlinked folders, each real folder once.
+
+  A folder reached again through a symlink is not entered: as "symlink_loop" when it is one of
+  its own ancestors, as "duplicate_folder" otherwise; a folder that cannot be listed is
+  "unreadable_folder". Each case is appended to `problems` as
+  {"file", "reason", "message"} or, when `problems` is None, logged as a warning. Callers may
+  prune `dirnames` in place.
+
+  Yields:
+    (path relative to root, sorted dirnames, sorted filenames), "." for root itself.
+  """
+  seen: dict[tuple[int, int], str] = {}
+
+  def report(rel: str, reason: str, message: str) -> None:
+    if problems is None:
+      _log.warning("%s: %s (%s)", os.path.join(root, rel), message, reason)
+    else:
+      problems.append({"file": rel, "reason": reason, "message": message})
+
+  def unreadable(error: OSError) -> None:
+    rel = os.path.normpath(os.path.relpath(error.filename or root, root))
+    report(rel, "unreadable_folder", error.strerror or str(error))
+
+  for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
+    rel_dir = os.path.normpath(os.path.relpath(dirpath, root))
+    try:
+      st = os.stat(dirpath)
+    except OSError:
+      dirnames[:] = []
+      continue
+    key = (st.st_dev, st.st_ino)
+    first = seen.setdefault(key, rel_dir)
+    if first != rel_dir:
+      dirnames[:] = []
+      loop = first == "." or rel_dir.startswith(first + os.sep)
+      reason = "symlink_loop" if loop else "duplicate_folder"
+      report(rel_dir, reason, f"links back to its ancestor {first!r}; not followed" if loop
+             else f"same folder as {first!r}; read once, there")
+      continue
+    dirnames.sort()
+    yield rel_dir, dirnames, sorted(filenames)
+
+
+def scan_folder(root: str, problems: Optional[list] = None) -> dict[str, list[str]]:
+  """root -> {"image": [relpath...], "video": [...], "voxels": [...]} (sorted relpaths).
+
+  Symlinked folders are followed (see `walk`: loops and duplicates go to `problems`). Animated
+  GIF / WebP files are videos; still ones are images.
+  """
   if not os.path.isdir(root):
     raise FileNotFoundError(f"not a folder: {root}")
   out: dict[str, list[str]] = {"image": [], "video": [], "voxels": []}
-  for dirpath, dirnames, filenames in os.walk(root):
-    dirnames.sort()
-    rel_dir = os.path.relpath(dirpath, root)
+  for rel_dir, dirnames, filenames in walk(root, problems):
     if "transforms.json" in filenames:
       out["voxels"].append(rel_dir)
       dirnames[:] = []  # its renders belong to the asset
       continue
-    for name in sorted(filenames):
-      ext = os.path.splitext(name)[1].lower()
+    for name in filenames:
       rel = os.path.normpath(os.path.join(rel_dir, name))
-      if ext in IMAGE_EXTS:
-        out["image"].append(rel)
-      elif ext in VIDEO_EXTS:
-        out["video"].append(rel)
-      elif ext in MESH_EXTS:
-        out["voxels"].append(rel)
+      modality = modality_of(os.path.join(root, rel))
+      if modality is not None:
+        out[modality].append(rel)
   return {k: sorted(v) for k, v in out.items()}
+
+
+def modality_of(path: str) -> Optional[str]:
+  """A file's modality by extension ("image", "video", "voxels"; animated GIF/WebP: "video"),
+  or None for other files."""
+  ext = os.path.splitext(path)[1].lower()
+  if ext in ANIMATED_EXTS and image_decode.is_animated(path):
+    return "video"
+  if ext in IMAGE_EXTS:
+    return "image"
+  if ext in VIDEO_EXTS:
+    return "video"
+  if ext in MESH_EXTS:
+    return "voxels"
+  return None
 
 
 def read_caption(path: str) -> Any:

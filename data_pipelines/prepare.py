@@ -7,23 +7,23 @@ Every file of SRC (see `folder_source.scan_folder`) is checked and converted:
   videos  -> the original file bytes, after PyAV decoded every frame and found >= 4;
   meshes and NeRF folders -> rendered (meshes) and voxelised here (spec §1.3), stored as voxel
              coords + nearest-view patch indices + PNG views + cameras.
-Captions come from sidecar .txt files. Files that fail are skipped and listed (reason, message)
-in the summary and in DST/manifest.json; nothing unreadable reaches the shards.
+Captions come from sidecar .txt files. Files that fail (and symlink loops) are skipped and
+listed (reason, message) in the summary and in DST/manifest.json; nothing unreadable reaches
+the shards.
 Output: DST/image/, DST/video/, DST/voxels/ (part-NNNNN.array_record) and DST/manifest.json --
-the layout `arrayrecord:DST` sources read.
+the layout `arrayrecord:DST` sources read. The dataset is built beside DST and appears only when
+complete (`dataset_dir`): a killed run, with or without --overwrite, leaves DST as it was.
 """
 from __future__ import annotations
 
 import argparse
 import collections
-import json
 import multiprocessing
 import os
 import sys
 from typing import Optional
 
-from data_pipelines import decode, folder_source, writers
-from data_pipelines.arrayrecord_io import ShardWriter
+from data_pipelines import dataset_dir, decode, folder_source, writers
 
 
 def _check_video(data: bytes) -> None:
@@ -66,38 +66,44 @@ def _convert_star(args):
 
 
 def prepare(src: str, dst: str, num_views: int = 16, workers: int = 0, seed: int = 0,
-            shard_mb: int = 512, progress: bool = True) -> dict:
-  """Converts folder `src` into `dst`; returns the manifest dict (also written to dst)."""
-  found = folder_source.scan_folder(src)
-  items = [(src, rel, m, num_views, seed) for m in ("image", "video", "voxels")
-           for rel in found[m]]
-  shard_writers = {m: ShardWriter(os.path.join(dst, m), shard_mb << 20) for m in found
-                   if found[m]}
-  skipped, written = [], collections.Counter()
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+            shard_mb: int = 512, progress: bool = True, overwrite: bool = False) -> dict:
+  """Converts folder `src` into the dataset `dst`; returns its manifest (also written to dst).
 
-  pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
-  try:
-    results = (pool.imap(_convert_star, items) if pool else map(_convert_star, items))
-    for modality, name, record, reason, message in tqdm(
-        results, total=len(items), desc="prepare", unit="file", disable=not progress):
-      if record is None:
-        skipped.append({"file": name, "reason": reason, "message": message[:300]})
-      else:
-        shard_writers[modality].write(record)
-        written[modality] += 1
-  finally:
-    if pool is not None:
-      pool.close()
-      pool.join()
-    for w in shard_writers.values():
-      w.close()
-  manifest = {"source": os.path.abspath(src), "counts": dict(written),
-              "skipped": skipped, "num_views": num_views, "seed": seed}
-  os.makedirs(dst, exist_ok=True)
-  with open(os.path.join(dst, "manifest.json"), "w") as fh:
-    json.dump(manifest, fh, indent=1)
-  return manifest
+  Built beside dst and renamed into place when complete (`dataset_dir.DatasetBuilder`): an
+  interrupted run leaves dst as it was. `overwrite` replaces an existing dataset. When no file
+  is usable nothing is written (the returned manifest has empty counts).
+
+  Raises:
+    DatasetError: dst cannot take the dataset (a file, a dataset without `overwrite`, a folder
+      holding other files).
+  """
+  with dataset_dir.DatasetBuilder(dst, overwrite) as builder:
+    skipped: list = []
+    found = folder_source.scan_folder(src, skipped)
+    items = [(src, rel, m, num_views, seed) for m in ("image", "video", "voxels")
+             for rel in found[m]]
+    written: collections.Counter = collections.Counter()
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    try:
+      results = (pool.imap(_convert_star, items) if pool else map(_convert_star, items))
+      for modality, name, record, reason, message in tqdm(
+          results, total=len(items), desc="prepare", unit="file", disable=not progress):
+        if record is None:
+          skipped.append({"file": name, "reason": reason, "message": message[:300]})
+        else:
+          builder.shard_writer(modality, shard_mb << 20).write(record)
+          written[modality] += 1
+    finally:
+      if pool is not None:
+        pool.close()
+        pool.join()
+    manifest = {"source": os.path.abspath(src), "skipped": skipped, "num_views": num_views,
+                "seed": seed}
+    if not written:  # nothing usable: leave dst (and any dataset there) as it was
+      return dict(manifest, counts={}, shards={})
+    return builder.commit(manifest, dict(written))
 
 
 def summary(manifest: dict, max_files: int = 20) -> str:
@@ -132,21 +138,20 @@ def main(argv=None) -> int:
   if not os.path.isdir(args.src):
     print(f"error: {args.src} is not a folder", file=sys.stderr)
     return 2
-  if os.path.exists(os.path.join(args.dst, "manifest.json")) and not args.overwrite:
-    print(f"error: {args.dst} already holds a prepared dataset (use --overwrite)",
-          file=sys.stderr)
+  try:
+    manifest = prepare(args.src, args.dst, args.views, args.workers, args.seed, args.shard_mb,
+                       progress=not args.no_progress, overwrite=args.overwrite)
+  except dataset_dir.DatasetError as e:
+    print(f"error: {e}", file=sys.stderr)
     return 2
-  if args.overwrite:  # remove old shards so no stale records stay readable
-    for m in ("image", "video", "voxels"):
-      sub = os.path.join(args.dst, m)
-      if os.path.isdir(sub):
-        for name in os.listdir(sub):
-          if name.endswith(".array_record"):
-            os.remove(os.path.join(sub, name))
-  manifest = prepare(args.src, args.dst, args.views, args.workers, args.seed, args.shard_mb,
-                     progress=not args.no_progress)
+  except OSError as e:
+    print(f"error: cannot write {args.dst}: {e.strerror or e}", file=sys.stderr)
+    return 2
   print(summary(manifest))
-  return 0 if manifest["counts"] else 1
+  if not manifest["counts"]:
+    print(f"nothing usable in {args.src}: {args.dst} left as it was", file=sys.stderr)
+    return 1
+  return 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import grain
 
-from data_pipelines import arrayrecord_io, folder_source, tfds_source
+from data_pipelines import arrayrecord_io, dataset_dir, folder_source, tfds_source
 
 
 @dataclasses.dataclass
@@ -69,15 +69,26 @@ def _part(source, modality: str, description: str, adapter=None) -> Part:
 
 
 def _arrayrecord_parts(location: str, modalities) -> list[Part]:
+  """A prepared folder (checked against its manifest) or a plain shard directory / glob."""
+  if os.path.isfile(location) and ".array_record" not in os.path.basename(location):
+    raise dataset_dir.DatasetError(f"arrayrecord:{location} is a file, not a dataset folder "
+                                   "or shard")
+  manifest = dataset_dir.check(location) if os.path.isdir(location) else None
   parts = []
   for m in modalities:
     shards = arrayrecord_io.find_shards(os.path.join(location, m))
-    if shards:
-      parts.append(_part(arrayrecord_io.RecordSource(shards), m, f"{location}/{m}"))
+    source = arrayrecord_io.RecordSource(shards) if shards else None
+    dataset_dir.check_count(location, manifest, m, len(source) if source else 0)
+    if source is not None:
+      parts.append(_part(source, m, f"{location}/{m}"))
   if not parts and len(modalities) == 1:  # a plain shard directory or glob
     shards = arrayrecord_io.find_shards(location)
     if shards:
-      parts.append(_part(arrayrecord_io.RecordSource(shards), modalities[0], location))
+      source = arrayrecord_io.RecordSource(shards)
+      parent, name = os.path.split(os.path.normpath(location))
+      if os.path.isdir(location) and name in dataset_dir.MODALITIES:  # DST/<modality>
+        dataset_dir.check_count(parent, dataset_dir.check(parent), name, len(source))
+      parts.append(_part(source, modalities[0], location))
   return parts
 
 

@@ -119,9 +119,8 @@ def _folder_files(root: str, modality: str) -> list[str]:
   from data_pipelines import folder_source  # pylint: disable=import-outside-toplevel
   files = folder_source.scan_folder(root)[modality]
   if modality == "voxels":  # also prepared voxel sets: .npz with coords [N, 3], feats [N, 768]
-    for dirpath, dirnames, filenames in os.walk(root):
-      dirnames.sort()
-      files += [os.path.relpath(os.path.join(dirpath, f), root) for f in sorted(filenames)
+    for rel_dir, _, filenames in folder_source.walk(root, problems=[]):  # scan logged them
+      files += [os.path.normpath(os.path.join(rel_dir, f)) for f in filenames
                 if f.endswith(".npz")]
   return sorted(files)
 
