@@ -6,37 +6,43 @@
 For each input X it writes X.latents.safetensors (or .npz): mean / logvar (continuous models)
 or codes / indices (FSQ), coords (t, x, y, z) in ml-atoken's token order, and X.recon.png
 (images) or X.recon.mp4 (videos), centre-cropped to multiples of 16 as the model sees them.
+Frames over --max-pixels (default 1024 x 1024) are resized to fit, keeping their aspect ratio
+(one line on stderr says so), or refused with --on-oversize=refuse.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 
 import numpy as np
+from atoken_jax import cli_errors, pixel_budget
 
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 VIDEO_EXT = (".mp4", ".webm", ".mov", ".mkv", ".avi")
 
 
-def read_media(path: str) -> np.ndarray:
-  """-> float32 image [H, W, 3] or video [T, H, W, 3] in [-1, 1]."""
+def read_media(path: str, budget: pixel_budget.PixelBudget | None = None) -> np.ndarray:
+  """-> float32 image [H, W, 3] or video [T, H, W, 3] in [-1, 1], within `budget` per frame."""
   from data_pipelines import decode  # pylint: disable=import-outside-toplevel
+  budget = budget or pixel_budget.PixelBudget()
+  if os.path.isdir(path):
+    raise ValueError(f"{path}: is a folder; pass image or video files")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: no such file")
+  ext = os.path.splitext(path)[1].lower()
+  if ext not in IMAGE_EXT + VIDEO_EXT:
+    raise ValueError(f"{path}: unsupported file type {ext!r} (images: {IMAGE_EXT}, videos: "
+                     f"{VIDEO_EXT})")
   with open(path, "rb") as f:
     data = f.read()
-  ext = os.path.splitext(path)[1].lower()
   try:
     if ext in IMAGE_EXT:
-      pixels = np.asarray(decode.decode_image({"kind": "image", "bytes": data}))
-    elif ext in VIDEO_EXT:
+      img = decode.decode_image({"kind": "image", "bytes": data},
+                                size_for=lambda h, w: budget.target(h, w, path))
+      pixels = np.asarray(budget.image(img, path))
+    else:
       frames, _ = decode.video_frames({"kind": "video", "bytes": data},
                                       lambda n, fps: range(n))
-      pixels = np.stack(frames)
-    else:
-      raise ValueError(f"{path}: unsupported file type {ext!r} (images: {IMAGE_EXT}, videos: "
-                       f"{VIDEO_EXT})")
+      pixels = budget.frames(np.stack(frames), path)
   except decode.BadData as e:
     raise ValueError(f"{path}: cannot decode ({e})") from None
   return pixels.astype(np.float32) / 127.5 - 1.0
@@ -56,7 +62,7 @@ def _load_tokenizer(args):
 
 
 def main(argv: list[str]) -> int:
-  p = argparse.ArgumentParser(prog="atoken tokenize", description=__doc__.splitlines()[0])
+  p = cli_errors.ArgumentParser(prog="atoken tokenize", description=__doc__.splitlines()[0])
   p.add_argument("files", nargs="+")
   p.add_argument("--checkpoint", help="directory written by Tokenizer.save")
   p.add_argument("--ml-atoken", help="ml-atoken weights (.safetensors or .pt)")
@@ -64,15 +70,16 @@ def main(argv: list[str]) -> int:
   p.add_argument("--format", choices=["safetensors", "npz"], default="safetensors")
   p.add_argument("--posterior", choices=["mean", "sample"], default="mean")
   p.add_argument("--out-dir", help="write here instead of beside each input")
+  p.add_argument("--max-pixels", type=int, default=pixel_budget.DEFAULT_MAX_PIXELS,
+                 help="pixel budget per frame (0 = no limit)")
+  p.add_argument("--on-oversize", choices=pixel_budget.ON_OVERSIZE, default="resize",
+                 help="frames over --max-pixels: resize them to fit, or refuse")
   args = p.parse_args(argv)
-  try:
-    tok = _load_tokenizer(args)
-    inputs = [read_media(f) for f in args.files]
-    enc = tok.encode(inputs, posterior=args.posterior)
-    rec = tok.decode(enc)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+  budget = pixel_budget.PixelBudget(args.max_pixels, args.on_oversize)
+  inputs = [read_media(f, budget) for f in args.files]  # bad files refused before any load
+  tok = _load_tokenizer(args)
+  enc = tok.encode(inputs, posterior=args.posterior)
+  rec = tok.decode(enc)
   from atoken_jax.media import write_video  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
   for i, path in enumerate(args.files):

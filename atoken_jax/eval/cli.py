@@ -23,6 +23,8 @@ import os
 import sys
 from typing import Sequence
 
+from atoken_jax import cli_errors
+
 
 def load_config(spec: str):
   """"path/to/file.py[:arg]" → the file's `get_config(arg)` (or `get_config()` without arg)."""
@@ -75,7 +77,7 @@ def load_tokenizer(checkpoint: str, yaml_path: str = ""):
 
 
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="atoken eval", description=__doc__.split("\n")[0],
+  p = cli_errors.ArgumentParser(prog="atoken eval", description=__doc__.split("\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog=__doc__.split("\n", 1)[1])
   p.add_argument("--config", required=True, help="experiments/eval_x.py[:arg]")

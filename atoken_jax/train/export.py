@@ -7,7 +7,6 @@ works there); the YAML beside it (FILE.yaml) carries `model.model_cfg.arch_cfg`.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -16,6 +15,7 @@ import ml_collections
 import yaml
 
 from atoken_jax import sharding as sharding_lib
+from atoken_jax import cli_errors
 from atoken_jax.interop import ml_atoken
 from atoken_jax.train import checkpoint as ckpt_lib
 
@@ -46,7 +46,7 @@ def export_checkpoint(workdir: str, out: str, step: int | None = None, ema: bool
 
 
 def main(argv: list[str]) -> int:
-  p = argparse.ArgumentParser(prog="atoken export", description=__doc__.splitlines()[0])
+  p = cli_errors.ArgumentParser(prog="atoken export", description=__doc__.splitlines()[0])
   p.add_argument("--workdir", required=True)
   p.add_argument("--step", type=int, default=None, help="default: the newest checkpoint")
   p.add_argument("--ema", action="store_true", help="export the EMA parameters")

@@ -11,6 +11,8 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from atoken_jax import cli_errors
+
 _FLAGS_DEFINED = False
 
 
@@ -28,7 +30,7 @@ def _train(_):
   from atoken_jax.train import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
   cfg, workdir = flags.FLAGS.config, flags.FLAGS.workdir
   if cfg is None or not workdir:
-    raise app.UsageError("atoken train needs --config=FILE[:arg] and --workdir=DIR")
+    raise cli_errors.UsageError("atoken train needs --config=FILE[:arg] and --workdir=DIR")
   if flags.FLAGS.verbosity <= 0:  # Orbax and Grain log every save and read at INFO
     absl_logging.set_verbosity(absl_logging.WARNING)
   trainer_lib.setup_distributed(cfg)
@@ -36,14 +38,11 @@ def _train(_):
     trainer_lib.Trainer(cfg, workdir).run()
   except trainer_lib.Preempted as e:
     logging.warning("stopped by SIGTERM after step %s; resume with the same command", e)
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
 
 
 def train_main(argv: list[str]) -> int:
   _define_flags()
-  app.run(_train, argv=argv)
+  app.run(_train, argv=argv, flags_parser=cli_errors.absl_flags_parser())
   return 0
 
 
@@ -60,7 +59,7 @@ def sweep_runs(cfg) -> list[tuple[str, dict]]:
 def _sweep(_):
   cfg, root = flags.FLAGS.config, flags.FLAGS.workdir
   if cfg is None or not root:
-    raise app.UsageError("atoken sweep needs --config=FILE[:arg] and --workdir=ROOT")
+    raise cli_errors.UsageError("atoken sweep needs --config=FILE[:arg] and --workdir=ROOT")
   runs = sweep_runs(cfg)
   if not runs:
     print("the config declares no sweep (config.sweep is empty)")
@@ -79,5 +78,5 @@ def _sweep(_):
 
 def sweep_main(argv: list[str]) -> int:
   _define_flags()
-  app.run(_sweep, argv=argv)
+  app.run(_sweep, argv=argv, flags_parser=cli_errors.absl_flags_parser())
   return 0
