@@ -29,6 +29,10 @@ def fit(height: int, width: int, max_pixels: int) -> tuple[int, int]:
   return h, w
 
 
+class OverBudget(ValueError):
+  """A frame over the budget with on_oversize="refuse"."""
+
+
 @dataclasses.dataclass
 class PixelBudget:
   """max_pixels per frame (0 = no limit); on_oversize "resize" or "refuse".
@@ -52,12 +56,18 @@ class PixelBudget:
     return cls(int(cfg.get("max_pixels", DEFAULT_MAX_PIXELS)),
                str(cfg.get("on_oversize", "resize")))
 
+  def size_for(self, height: int, width: int) -> tuple[int, int]:
+    """The size a resize would give (never refuses): a decoder's `size_for` hint."""
+    if not self.max_pixels or height * width <= self.max_pixels:
+      return height, width
+    return fit(height, width, self.max_pixels)
+
   def target(self, height: int, width: int, name: str) -> tuple[int, int]:
     """(height, width) a frame of that size becomes; raises ValueError when refusing."""
     if not self.max_pixels or height * width <= self.max_pixels:
       return height, width
     if self.on_oversize == "refuse":
-      raise ValueError(f"{name}: {width}x{height} = {height * width} pixels is over the pixel "
+      raise OverBudget(f"{name}: {width}x{height} = {height * width} pixels is over the pixel "
                        f"budget of {self.max_pixels} (raise --max-pixels / max_pixels, or "
                        "resize with on_oversize=resize)")
     return fit(height, width, self.max_pixels)

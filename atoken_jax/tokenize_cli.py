@@ -20,7 +20,8 @@ IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 VIDEO_EXT = (".mp4", ".webm", ".mov", ".mkv", ".avi")
 
 
-def read_media(path: str, budget: pixel_budget.PixelBudget | None = None) -> np.ndarray:
+def read_media(path: str, budget: pixel_budget.PixelBudget | None = None
+               ) -> np.ndarray:
   """-> float32 image [H, W, 3] or video [T, H, W, 3] in [-1, 1], within `budget` per frame."""
   from data_pipelines import decode  # pylint: disable=import-outside-toplevel
   budget = budget or pixel_budget.PixelBudget()
@@ -35,9 +36,9 @@ def read_media(path: str, budget: pixel_budget.PixelBudget | None = None) -> np.
   with open(path, "rb") as f:
     data = f.read()
   try:
-    if ext in IMAGE_EXT:
-      img = decode.decode_image({"kind": "image", "bytes": data},
-                                size_for=lambda h, w: budget.target(h, w, path))
+    if ext in IMAGE_EXT:  # resizing: a JPEG decodes at a reduced size that still covers it
+      hint = budget.size_for if budget.on_oversize == "resize" else None
+      img = decode.decode_image({"kind": "image", "bytes": data}, size_for=hint)
       pixels = np.asarray(budget.image(img, path))
     else:
       frames, _ = decode.video_frames({"kind": "video", "bytes": data},
@@ -55,10 +56,11 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 def _load_tokenizer(args):
   import atoken_jax as aj  # pylint: disable=import-outside-toplevel
   if args.checkpoint:
+    if not os.path.isfile(os.path.join(args.checkpoint, "config.json")):
+      raise FileNotFoundError(f"{args.checkpoint}: not a Tokenizer.save directory (no "
+                              "config.json)")
     return aj.Tokenizer.load(args.checkpoint)
-  if args.ml_atoken and args.yaml:
-    return aj.Tokenizer.from_ml_atoken(args.ml_atoken, args.yaml)
-  raise ValueError("give --checkpoint DIR, or --ml-atoken FILE with --yaml FILE")
+  return aj.Tokenizer.from_ml_atoken(args.ml_atoken, args.yaml)
 
 
 def main(argv: list[str]) -> int:
@@ -75,6 +77,8 @@ def main(argv: list[str]) -> int:
   p.add_argument("--on-oversize", choices=pixel_budget.ON_OVERSIZE, default="resize",
                  help="frames over --max-pixels: resize them to fit, or refuse")
   args = p.parse_args(argv)
+  if not args.checkpoint and not (args.ml_atoken and args.yaml):
+    raise cli_errors.UsageError("give --checkpoint DIR, or --ml-atoken FILE with --yaml FILE")
   budget = pixel_budget.PixelBudget(args.max_pixels, args.on_oversize)
   inputs = [read_media(f, budget) for f in args.files]  # bad files refused before any load
   tok = _load_tokenizer(args)

@@ -130,12 +130,9 @@ def main(argv=None) -> int:
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   if not os.path.isdir(args.src):
-    print(f"error: {args.src} is not a folder", file=sys.stderr)
-    return 2
+    raise cli_errors.UsageError(f"{args.src} is not a folder")
   if os.path.exists(os.path.join(args.dst, "manifest.json")) and not args.overwrite:
-    print(f"error: {args.dst} already holds a prepared dataset (use --overwrite)",
-          file=sys.stderr)
-    return 2
+    raise cli_errors.UsageError(f"{args.dst} already holds a prepared dataset (use --overwrite)")
   if args.overwrite:  # remove old shards so no stale records stay readable
     for m in ("image", "video", "voxels"):
       sub = os.path.join(args.dst, m)

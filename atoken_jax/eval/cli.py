@@ -30,7 +30,7 @@ def load_config(spec: str):
   """"path/to/file.py[:arg]" → the file's `get_config(arg)` (or `get_config()` without arg)."""
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"eval config not found: {path}")
+    raise cli_errors.UsageError(f"eval config file not found: {path}")
   name = "_atoken_eval_config_" + os.path.splitext(os.path.basename(path))[0]
   module_spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(module_spec)
@@ -43,14 +43,18 @@ def apply_overrides(cfg, overrides: Sequence[str]):
   for item in overrides:
     key, eq, raw = item[len("--config."):].partition("=")
     if not item.startswith("--config.") or not eq:
-      raise ValueError(f"unrecognised argument {item!r} (overrides look like --config.a.b=v)")
+      raise cli_errors.UsageError(f"unrecognised argument {item!r} (overrides look like "
+                                  "--config.a.b=v)")
     try:
       value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
       value = raw
     *parents, leaf = key.split(".")
     node = cfg
-    for p in parents:
+    for i, p in enumerate(parents):
+      if not hasattr(node, "keys") or p not in node:
+        raise cli_errors.UsageError(f"--config.{key}: no such config section "
+                                    f"{'.'.join(parents[:i + 1])!r}")
       node = node[p]
     node[leaf] = value
   return cfg
