@@ -22,10 +22,16 @@ ON_OVERSIZE = ("resize", "refuse")
 
 
 def fit(height: int, width: int, max_pixels: int) -> tuple[int, int]:
-  """The largest (h, w), multiples of 16 with h * w <= max_pixels, of the aspect height:width."""
+  """The largest (h, w), multiples of 16 with h * w <= max_pixels, of the aspect height:width
+  (a side that would drop below 16 stays 16, and the other side shrinks to fit)."""
   scale = math.sqrt(max_pixels / (height * width))
-  h = max(PATCH_HW, int(height * scale) // PATCH_HW * PATCH_HW)
-  w = max(PATCH_HW, int(width * scale) // PATCH_HW * PATCH_HW)
+  h = int(height * scale) // PATCH_HW * PATCH_HW
+  w = int(width * scale) // PATCH_HW * PATCH_HW
+  longest = max(PATCH_HW, max_pixels // PATCH_HW // PATCH_HW * PATCH_HW)
+  if h < PATCH_HW:
+    h, w = PATCH_HW, min(w, longest)
+  if w < PATCH_HW:
+    h, w = min(h, longest), PATCH_HW
   return h, w
 
 

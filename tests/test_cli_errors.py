@@ -32,43 +32,48 @@ class Case:
   subprocess: bool = False
 
 
+def Sub(*args) -> Case:  # noqa: N802 - reads as a table row kind, like Case
+  return Case(*args, subprocess=True)
+
+
 def _cases(d: str) -> list[Case]:
   p = lambda *parts: os.path.join(d, *parts)
   tok = ["--ml-atoken", p("tiny.safetensors"), "--yaml", p("tiny.yaml")]
   return [
       # atoken train / sweep / gs train: absl flags + ml_collections configs
-      Case("unknown config key", ["train", f"--config={TRAIN_CFG}", f"--workdir={p('w')}",
-                                  "--config.model.latnt_dim=16"], 2, "--config.model.latnt_dim",
-           subprocess=True),
-      Case("missing config file", ["train", "--config=nope/x.py:tiny", f"--workdir={p('w')}"],
-           2, "nope/x.py", subprocess=True),
-      Case("workdir is a file", ["train", f"--config={TRAIN_CFG}", f"--workdir={p('afile')}"],
-           1, p("afile"), subprocess=True),
-      Case("workdir below a file", ["train", f"--config={TRAIN_CFG}",
-                                    f"--workdir={p('afile', 'run')}"], 1, p("afile", "run"), subprocess=True),
-      Case("bad config value", ["train", f"--config={TRAIN_CFG}", f"--workdir={p('w')}",
-                                "--config.total_steps=many"], 2, "--config.total_steps", subprocess=True),
-      Case("misspelt top-level key", ["train", f"--config={TRAIN_CFG}", f"--workdir={p('w')}",
-                                      "--config.total_step=3"], 2, "'total_steps'", subprocess=True),
-      Case("train without workdir", ["train", f"--config={TRAIN_CFG}"], 2, "--workdir", subprocess=True),
-      Case("unknown flag", ["train", "--bogus=1"], 2, "bogus", subprocess=True),
-      Case("sweep unknown key", ["sweep", f"--config={TRAIN_CFG}", f"--workdir={p('w')}",
-                                 "--config.nope=1"], 2, "--config.nope", subprocess=True),
+      Sub("unknown config key", ["train", f"--config={TRAIN_CFG}", f"--workdir={p('w')}",
+                                 "--config.model.latnt_dim=16"], 2, "--config.model.latnt_dim"),
+      Sub("missing config file", ["train", "--config=nope/x.py:tiny", f"--workdir={p('w')}"],
+          2, "nope/x.py"),
+      Sub("workdir is a file", ["train", f"--config={TRAIN_CFG}", f"--workdir={p('afile')}"],
+          1, p("afile")),
+      Sub("workdir below a file", ["train", f"--config={TRAIN_CFG}",
+                                   f"--workdir={p('afile', 'run')}"], 1, p("afile", "run")),
+      Sub("bad config value", ["train", f"--config={TRAIN_CFG}", f"--workdir={p('w')}",
+                               "--config.total_steps=many"], 2, "--config.total_steps"),
+      Sub("misspelt top-level key", ["train", f"--config={TRAIN_CFG}", f"--workdir={p('w')}",
+                                     "--config.total_step=3"], 2, "'total_steps'"),
+      Sub("train without workdir", ["train", f"--config={TRAIN_CFG}"], 2, "--workdir"),
+      Sub("unknown flag", ["train", "--bogus=1"], 2, "bogus"),
+      Sub("sweep unknown key", ["sweep", f"--config={TRAIN_CFG}", f"--workdir={p('w')}",
+                                "--config.nope=1"], 2, "--config.nope"),
       Case("gs train unknown key", ["gs", "train", f"--config={GS_CFG}", f"--workdir={p('w')}",
                                     "--config.nope=1"], 2, "--config.nope"),
       Case("gs unknown command", ["gs", "frob"], 2, "frob"),
-      Case("unknown command", ["frob"], 2, "frob", subprocess=True),
+      Sub("unknown command", ["frob"], 2, "frob"),
       # atoken tokenize
-      Case("malicious .pt", ["tokenize", p("good.png"), "--ml-atoken", p("evil.pt"),
-                             "--yaml", p("tiny.yaml")], 1, p("evil.pt"), subprocess=True),
+      Sub("malicious .pt", ["tokenize", p("good.png"), "--ml-atoken", p("evil.pt"),
+                            "--yaml", p("tiny.yaml")], 1, p("evil.pt")),
       Case("garbage safetensors", ["tokenize", p("good.png"), "--ml-atoken",
                                    p("garbage.safetensors"), "--yaml", p("tiny.yaml")],
            1, p("garbage.safetensors")),
-      Case("oversized photo refused", ["tokenize", p("big.png"), "--on-oversize=refuse", *tok],
-           1, "1048576", subprocess=True),
+      Sub("oversized photo refused", ["tokenize", p("big.png"), "--on-oversize=refuse", *tok],
+          1, "1048576"),
       Case("missing input", ["tokenize", p("nope.png"), *tok], 1, p("nope.png")),
       Case("folder as input", ["tokenize", p("folder"), *tok], 1, p("folder")),
       Case("not an image", ["tokenize", p("text.png"), *tok], 1, p("text.png")),
+      *([Case("unreadable image", ["tokenize", p("locked.png"), *tok], 1, p("locked.png"))]
+        if os.geteuid() != 0 else []),  # root reads everything
       Case("unsupported type", ["tokenize", p("notes.txt"), *tok], 1, "'.txt'"),
       Case("no model given", ["tokenize", p("good.png")], 2, "--checkpoint"),
       Case("checkpoint not a model dir", ["tokenize", p("good.png"), "--checkpoint",
@@ -85,8 +90,8 @@ def _cases(d: str) -> list[Case]:
       Case("export bad --step", ["export", f"--workdir={p('w')}", "--step=last",
                                  f"--out={p('o.safetensors')}"], 2, "--step"),
       Case("export without --out", ["export", f"--workdir={p('w')}"], 2, "--out"),
-      Case("dataset destination is a file", ["data", "prepare", p("images"), p("afile"),
-                                             "--no-progress"], 1, p("afile"), subprocess=True),
+      Sub("dataset destination is a file", ["data", "prepare", p("images"), p("afile"),
+                                            "--no-progress"], 1, p("afile")),
       Case("dataset source missing", ["data", "prepare", p("nope"), p("ds")], 2, p("nope")),
       Case("data without prepare", ["data"], 2, "prepare"),
       Case("eval missing config", ["eval", "--config", p("nope.py"), "--checkpoint",
@@ -113,6 +118,8 @@ def inputs(tmp_path_factory):
   _png(d / "good.png", 40, 48)
   Image.new("RGB", (6000, 4000), (90, 120, 200)).save(d / "big.png", compress_level=1)
   (d / "text.png").write_text("not a picture")
+  _png(d / "locked.png", 16, 16)
+  os.chmod(d / "locked.png", 0)
   (d / "notes.txt").write_text("hello")
   (d / "afile").write_text("a file, not a folder")
   (d / "folder").mkdir()
