@@ -22,6 +22,9 @@ import sys
 from typing import Callable, Sequence
 
 USAGE_EXIT, REFUSED_EXIT, INTERNAL_EXIT = 2, 1, 3
+# Refusals of libraries or modules not imported here (matched by name to keep start-up light):
+# safetensors' parse error, too much bad training data, an undecodable record that escaped.
+_REFUSALS_BY_NAME = ("SafetensorError", "BadDataError", "BadData")
 _MAX_MESSAGE = 600
 
 
@@ -78,7 +81,7 @@ def describe(e: BaseException) -> tuple[int, str] | None:
     return REFUSED_EXIT, "out of host memory; use smaller inputs or a smaller batch"
   if isinstance(e, OSError):
     return REFUSED_EXIT, _os_message(e)
-  if isinstance(e, (ValueError, FloatingPointError, ImportError)) or name == "SafetensorError":
+  if isinstance(e, (ValueError, FloatingPointError, ImportError)) or name in _REFUSALS_BY_NAME:
     return REFUSED_EXIT, str(e) or name
   return None
 

@@ -49,6 +49,18 @@ def read_media(path: str, budget: pixel_budget.PixelBudget | None = None
   return pixels.astype(np.float32) / 127.5 - 1.0
 
 
+def _write_atomic(path: str, write) -> None:
+  """write(tmp) then rename onto `path`: a full disk or a kill leaves no partial output."""
+  root, ext = os.path.splitext(path)
+  tmp = f"{root}.partial{ext}"  # same extension: the writers choose the format by it
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
 def _to_uint8(x: np.ndarray) -> np.ndarray:
   return np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
@@ -99,16 +111,17 @@ def main(argv: list[str]) -> int:
     arrays["embedding"] = enc.embedding[i]
     latents = f"{stem}.latents.{args.format}"
     if args.format == "npz":
-      np.savez(latents, **arrays)
+      _write_atomic(latents, lambda f: np.savez(f, **arrays))
     else:
       from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
-      save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, latents)
+      _write_atomic(latents, lambda f: save_file(
+          {k: np.ascontiguousarray(v) for k, v in arrays.items()}, f))
     pixels = _to_uint8(rec.pixels(i))
     if pixels.ndim == 3:
       out = f"{stem}.recon.png"
-      Image.fromarray(pixels).save(out)
+      _write_atomic(out, lambda f: Image.fromarray(pixels).save(f))
     else:
       out = f"{stem}.recon.mp4"
-      write_video(pixels, out)
+      _write_atomic(out, lambda f: write_video(pixels, f))
     print(f"{path}: {len(s.tokens)} tokens -> {latents}, {out}")
   return 0

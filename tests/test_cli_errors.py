@@ -199,6 +199,13 @@ def test_oom_and_disk_full_are_one_line(capsys):
   (line,) = _lines(capsys.readouterr().err)
   assert "309.00GiB" in line and "--max-pixels" in line
 
+  from data_pipelines.bad_data import BadDataError
+
+  def bad_data():
+    raise BadDataError("[image_recon] 12 of 60 records were bad (decode_error=12): a.png ...")
+  assert cli_errors.run_command("atoken train", bad_data) == 1
+  assert "12 of 60" in _lines(capsys.readouterr().err)[0]
+
   def full():
     raise OSError(28, "No space left on device", "/data/ckpt/7")
   assert cli_errors.run_command("atoken train", full) == 1
