@@ -73,10 +73,11 @@ def describe(e: BaseException) -> tuple[int, str] | None:
                           "nothing is unpickled; convert it to .safetensors")
   if _is_absl_flags_error(e) or isinstance(e, argparse.ArgumentError):
     return USAGE_EXIT, str(e)
-  if name == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in str(e):
+  if name in ("JaxRuntimeError", "XlaRuntimeError") and "RESOURCE_EXHAUSTED" in str(e):
     first = str(e).strip().splitlines()[0]
     return REFUSED_EXIT, (f"out of accelerator memory ({first}); use smaller inputs "
-                          "(--max-pixels) or a smaller batch")
+                          "(tokenize --max-pixels, eval max_pixels) or smaller batches "
+                          "(training: batch_rows, row_len)")
   if isinstance(e, MemoryError):
     return REFUSED_EXIT, "out of host memory; use smaller inputs or a smaller batch"
   if isinstance(e, OSError):

@@ -78,12 +78,15 @@ class PixelBudget:
                        "resize with on_oversize=resize)")
     return fit(height, width, self.max_pixels)
 
-  def image(self, img: Image.Image, name: str) -> Image.Image:
-    """A PIL image within the budget (the same object when it already fits)."""
-    h, w = self.target(img.height, img.width, name)
+  def image(self, img: Image.Image, name: str, stored: tuple[int, int] | None = None
+            ) -> Image.Image:
+    """A PIL image within the budget (the same object when it already fits). `stored`: the
+    file's own (height, width) when the decoder already reduced it (JPEG draft mode)."""
+    height, width = stored or (img.height, img.width)
+    h, w = self.target(height, width, name)
     if (h, w) == (img.height, img.width):
       return img
-    self._note(name, img.height, img.width, h, w)
+    self._note(name, height, width, h, w)
     return img.resize((w, h), Image.BICUBIC, reducing_gap=3.0)
 
   def frames(self, video: np.ndarray, name: str) -> np.ndarray:

@@ -36,10 +36,14 @@ def read_media(path: str, budget: pixel_budget.PixelBudget | None = None
   with open(path, "rb") as f:
     data = f.read()
   try:
-    if ext in IMAGE_EXT:  # resizing: a JPEG decodes at a reduced size that still covers it
-      hint = budget.size_for if budget.on_oversize == "resize" else None
+    if ext in IMAGE_EXT:
+      stored = []
+
+      def hint(h, w):  # resizing: a JPEG then decodes at a reduced size that still covers it
+        stored.append((h, w))
+        return budget.size_for(h, w) if budget.on_oversize == "resize" else (h, w)
       img = decode.decode_image({"kind": "image", "bytes": data}, size_for=hint)
-      pixels = np.asarray(budget.image(img, path))
+      pixels = np.asarray(budget.image(img, path, stored[0] if stored else None))
     else:
       frames, _ = decode.video_frames({"kind": "video", "bytes": data},
                                       lambda n, fps: range(n))

@@ -189,11 +189,10 @@ def test_unexpected_errors_are_one_line_with_a_hint_unless_debugging(capsys, mon
 
 
 def test_oom_and_disk_full_are_one_line(capsys):
-  class XlaRuntimeError(RuntimeError):  # jaxlib's type, matched by name
-    pass
+  import jax
 
-  def oom():
-    raise XlaRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
+  def oom():  # what XLA raises when an allocation does not fit
+    raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
                           "309.00GiB.\nmore detail\n")
   assert cli_errors.run_command("atoken tokenize", oom) == 1
   (line,) = _lines(capsys.readouterr().err)

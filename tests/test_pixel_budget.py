@@ -42,6 +42,18 @@ def test_6000x4000_photo_resized_or_refused(capsys):
       PixelBudget(**bad)
 
 
+def test_tokenize_reads_a_large_jpeg_reduced_and_names_its_stored_size(tmp_path, capsys):
+  from atoken_jax import tokenize_cli
+  path = str(tmp_path / "photo.jpg")
+  Image.new("RGB", (3000, 2000), (40, 90, 160)).save(path, quality=90)
+  x = tokenize_cli.read_media(path, PixelBudget(1 << 16))
+  assert x.shape == (208, 304, 3) and -1.0 <= x.min() and x.max() <= 1.0
+  (line,) = capsys.readouterr().err.splitlines()
+  assert "3000x2000" in line and "304x208" in line  # the file's size, not the draft-decoded one
+  with pytest.raises(ValueError, match="3000x2000 = 6000000 pixels"):
+    tokenize_cli.read_media(path, PixelBudget(1 << 16, "refuse"))
+
+
 def test_eval_native_protocol_resizes_or_skips(tmp_path, capsys):
   import io
 
