@@ -23,8 +23,9 @@ from typing import Callable, Sequence
 
 USAGE_EXIT, REFUSED_EXIT, INTERNAL_EXIT = 2, 1, 3
 # Refusals of libraries or modules not imported here (matched by name to keep start-up light):
-# safetensors' parse error, too much bad training data, an undecodable record that escaped.
-_REFUSALS_BY_NAME = ("SafetensorError", "BadDataError", "BadData")
+# safetensors' parse error, a YAML syntax error, too much bad training data, an undecodable
+# record that escaped its reader. Subclasses match too.
+_REFUSALS_BY_NAME = ("SafetensorError", "YAMLError", "BadDataError", "BadData")
 _MAX_MESSAGE = 600
 
 
@@ -82,7 +83,8 @@ def describe(e: BaseException) -> tuple[int, str] | None:
     return REFUSED_EXIT, "out of host memory; use smaller inputs or a smaller batch"
   if isinstance(e, OSError):
     return REFUSED_EXIT, _os_message(e)
-  if isinstance(e, (ValueError, FloatingPointError, ImportError)) or name in _REFUSALS_BY_NAME:
+  if isinstance(e, (ValueError, FloatingPointError, ImportError)) or any(
+      c.__name__ in _REFUSALS_BY_NAME for c in type(e).__mro__):
     return REFUSED_EXIT, str(e) or name
   return None
 

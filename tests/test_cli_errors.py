@@ -80,6 +80,8 @@ def _cases(d: str) -> list[Case]:
                                           p("folder")], 1, p("folder")),
       Case("missing yaml", ["tokenize", p("good.png"), "--ml-atoken", p("tiny.safetensors"),
                             "--yaml", p("nope.yaml")], 1, p("nope.yaml")),
+      Case("broken yaml", ["tokenize", p("good.png"), "--ml-atoken", p("tiny.safetensors"),
+                           "--yaml", p("broken.yaml")], 1, p("broken.yaml")),
       Case("folder as yaml", ["tokenize", p("good.png"), "--ml-atoken", p("tiny.safetensors"),
                               "--yaml", p("folder")], 1, p("folder")),
       Case("max-pixels out of range", ["tokenize", p("good.png"), "--max-pixels=10", *tok],
@@ -121,6 +123,7 @@ def inputs(tmp_path_factory):
   _png(d / "locked.png", 16, 16)
   os.chmod(d / "locked.png", 0)
   (d / "notes.txt").write_text("hello")
+  (d / "broken.yaml").write_text("model: [unclosed\n")
   (d / "afile").write_text("a file, not a folder")
   (d / "folder").mkdir()
   (d / "images").mkdir()
