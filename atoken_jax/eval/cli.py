@@ -82,8 +82,8 @@ def load_tokenizer(checkpoint: str, yaml_path: str = ""):
 
 def _parser() -> argparse.ArgumentParser:
   p = cli_errors.ArgumentParser(prog="atoken eval", description=__doc__.split("\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__.split("\n", 1)[1])
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n", 1)[1])
   p.add_argument("--config", required=True, help="experiments/eval_x.py[:arg]")
   p.add_argument("--checkpoint", required=True, help="DIR, ml-atoken FILE or random:PRESET")
   p.add_argument("--yaml", default="", help="ml-atoken YAML config (with a weight FILE)")

@@ -16,8 +16,8 @@ A task's `data` section names one source:
 A task's `max_pixels` (default 1024 x 1024 per frame; 0 = no limit) and `on_oversize` ("resize"
 or "refuse": a counted skip) bound what the native-resolution protocols hand the tokenizer
 (`atoken_jax.pixel_budget`). Files are decoded with `data_pipelines.decode` (the training
-pipeline's decoders). Pixels stay
-uint8 here; `to_unit_range` maps them to the tokenizer's [-1, 1].
+pipeline's decoders). Pixels stay uint8 here; `to_unit_range` maps them to the tokenizer's
+[-1, 1].
 """
 from __future__ import annotations
 

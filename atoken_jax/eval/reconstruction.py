@@ -10,6 +10,9 @@ clips. PSNR / SSIM / LPIPS per frame, averaged per video, then over videos; rFVD
 of I3D features of non-overlapping `fvd_clip`-frame windows (16, as FVD), originals vs
 reconstructions.
 
+Native-resolution frames over the task's `max_pixels` (default 1024 x 1024) are resized to fit
+(counted in `notes`), or skipped with on_oversize="refuse" (`atoken_jax.pixel_budget`).
+
 Reconstructions are clipped to [-1, 1] and, with `quantize` (the default), rounded to the uint8
 grid: the numbers are those of the saved PNG / video frames, as the published scripts measure.
 """
