@@ -18,6 +18,7 @@ import argparse
 import os
 import pickle
 import re
+import subprocess
 import sys
 from typing import Callable, Sequence
 
@@ -79,6 +80,10 @@ def describe(e: BaseException) -> tuple[int, str] | None:
     return REFUSED_EXIT, (f"out of accelerator memory ({first}); use smaller inputs "
                           "(tokenize --max-pixels, eval max_pixels) or smaller batches "
                           "(training: batch_rows, row_len)")
+  if isinstance(e, subprocess.CalledProcessError):  # a sweep's run; it printed its own line
+    cmd = [str(a) for a in e.cmd] if isinstance(e.cmd, (list, tuple)) else [str(e.cmd)]
+    run = next((a for a in cmd if a.startswith("--workdir=")), " ".join(cmd))
+    return REFUSED_EXIT, f"a launched run failed with exit status {e.returncode}: {run}"
   if isinstance(e, MemoryError):
     return REFUSED_EXIT, "out of host memory; use smaller inputs or a smaller batch"
   if isinstance(e, OSError):

@@ -208,6 +208,12 @@ def test_oom_and_disk_full_are_one_line(capsys):
   assert cli_errors.run_command("atoken train", bad_data) == 1
   assert "12 of 60" in _lines(capsys.readouterr().err)[0]
 
+  def sweep_run_failed():
+    raise subprocess.CalledProcessError(1, ["python", "-m", "atoken_jax.cli", "train",
+                                            "--workdir=root/000_lr=0.1", "--config.lr=0.1"])
+  assert cli_errors.run_command("atoken sweep", sweep_run_failed) == 1
+  assert "000_lr=0.1" in _lines(capsys.readouterr().err)[0]
+
   def full():
     raise OSError(28, "No space left on device", "/data/ckpt/7")
   assert cli_errors.run_command("atoken train", full) == 1
