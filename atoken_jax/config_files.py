@@ -14,6 +14,8 @@ from typing import Sequence
 
 import ml_collections
 
+from atoken_jax import cli_errors
+
 
 def resolve(spec: str) -> str:
   """"NAME[:arg]" or "PATH.py[:arg]" -> "ABSOLUTE_PATH.py[:arg]".
@@ -27,11 +29,11 @@ def resolve(spec: str) -> str:
     if not os.path.isfile(named):
       names = sorted(f[:-3] for f in os.listdir(os.path.dirname(named))
                      if f.endswith(".py") and not f.startswith("_"))
-      raise FileNotFoundError(f"no config named {path!r}; named configs: {', '.join(names)} "
-                              "(or give a path to a config file)")
+      raise cli_errors.UsageError(f"no config named {path!r}; named configs: "
+                                  f"{', '.join(names)} (or give a path to a config file)")
     path = named
   elif not os.path.isfile(path):
-    raise FileNotFoundError(f"config file not found: {path}")
+    raise cli_errors.UsageError(f"config file not found: {path}")
   return os.path.abspath(path) + sep + arg
 
 
@@ -59,17 +61,14 @@ def split_argv(argv: Sequence[str]) -> tuple[str | None, list[str], list[str]]:
 def load(spec: str, overrides: Sequence[str] = (), lock: bool = True
          ) -> ml_collections.ConfigDict:
   """The config `spec` names, with `--config.x=v` overrides applied exactly as config_flags
-  applies them (an unknown key or a value of the wrong type fails naming the key)."""
+  applies them (an unknown key or a value of the wrong type: a one-line `UsageError`)."""
   from absl import flags  # pylint: disable=import-outside-toplevel
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
   args = ["atoken", f"--config={resolve(spec)}", *overrides]
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "config file[:arg]", flag_values=fv,
                                   lock_config=lock, sys_argv=args)
-  try:
-    fv(args)
-  except flags.Error as e:
-    raise ValueError(f"--config: {e}") from None
+  cli_errors.absl_flags_parser(fv)(args)
   return fv.config
 
 
@@ -79,8 +78,8 @@ def parse(argv: Sequence[str], required: bool = True
   spec, overrides, rest = split_argv(argv)
   if spec is None:
     if required:
-      raise ValueError("--config=FILE.py[:arg] or --config=NAME[:arg] is required")
+      raise cli_errors.UsageError("--config=FILE.py[:arg] or --config=NAME[:arg] is required")
     if overrides:
-      raise ValueError(f"{overrides[0]} given without --config")
+      raise cli_errors.UsageError(f"{overrides[0]} given without --config")
     return None, rest
   return load(spec, overrides), rest

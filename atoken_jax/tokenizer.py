@@ -77,6 +77,12 @@ class Reconstruction:
 
   def pixels(self, i: int):
     """Sample i as an image [H, W, 3] / video [T, H, W, 3] in [-1, 1], or `Voxels`."""
+    n = len(self.tokens)
+    if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+      raise ValueError(f"sample index must be an int, got {type(i).__name__}")
+    if not -n <= i < n:
+      raise ValueError(f"sample index {i!r} is out of range: this reconstruction holds {n} "
+                       f"samples (0 to {n - 1})")
     seq = self.tokens[i]
     if seq.kind == "voxels":
       return tokens_lib.tokens_to_voxels(self.patches[i], seq)
@@ -168,9 +174,11 @@ class Tokenizer:
     """
     if posterior not in ("mean", "sample"):
       raise ValueError(f"posterior must be 'mean' or 'sample', got {posterior!r}")
-    if isinstance(inputs, (np.ndarray, tokens_lib.Voxels)) or not len(inputs):
-      raise ValueError("encode takes a non-empty list of images, videos or Voxels")
-    seqs = [tokens_lib.to_tokens(x) for x in inputs]
+    if (not isinstance(inputs, Sequence) or isinstance(inputs, (str, bytes, tokens_lib.Voxels))
+        or not inputs):
+      raise ValueError("encode takes a non-empty list of images, videos or Voxels, got "
+                       f"{_describe(inputs)}")
+    seqs = [_input_tokens(i, x) for i, x in enumerate(inputs)]
     batch = self.pack(seqs)
     out = _encode_jit(self.cfg, posterior)(self.params, model_inputs(batch),
                                              jax.random.key(seed))
@@ -187,11 +195,11 @@ class Tokenizer:
 
   def decode(self, enc: Encoding) -> Reconstruction:
     """Decodes each sample's `latent` (edit it to decode something else)."""
+    if not isinstance(enc, Encoding) or not enc.samples:
+      raise ValueError(f"decode takes a non-empty Encoding (from encode), got {_describe(enc)}")
     seqs = [s.tokens for s in enc.samples]
     for i, s in enumerate(enc.samples):
-      if s.latent.shape != (len(s.tokens), self.cfg.latent_dim):
-        raise ValueError(f"sample {i}: latent must be [{len(s.tokens)}, {self.cfg.latent_dim}], "
-                         f"got {s.latent.shape}")
+      check_latent(i, s.latent, len(s.tokens), self.cfg.latent_dim)
     batch = self.pack(seqs)
     latent = np.zeros(batch.segment_ids.shape + (self.cfg.latent_dim,), np.float32)
     starts = np.cumsum(batch.sample_lengths, 1) - batch.sample_lengths
@@ -201,6 +209,32 @@ class Tokenizer:
     rec = np.asarray(_decode_jit(self.cfg)(self.params, jnp.asarray(latent),
                                              model_inputs(batch)))
     return Reconstruction(packing.unpack(rec, batch), seqs)
+
+
+def _describe(x) -> str:
+  if isinstance(x, np.ndarray):
+    return f"an array of shape {x.shape}"
+  return "an empty list" if isinstance(x, (list, tuple)) else type(x).__name__
+
+
+def _input_tokens(i: int, x) -> tokens_lib.TokenSeq:
+  try:
+    return tokens_lib.to_tokens(x)
+  except ValueError as e:
+    raise ValueError(f"input {i}: {e}") from None
+
+
+def check_latent(i: int, latent, n: int, dim: int) -> None:
+  """ValueError unless sample i's latent is a finite real [n, dim] array (checked on the host)."""
+  if not isinstance(latent, np.ndarray) or (latent.dtype.kind not in "fiu" and
+                                            latent.dtype.name != "bfloat16"):
+    raise ValueError(f"sample {i}: latent must be a real numpy array [{n}, {dim}], got "
+                     f"{_describe(latent) if not isinstance(latent, np.ndarray) else latent.dtype}")
+  if latent.shape != (n, dim):
+    raise ValueError(f"sample {i}: latent must be [{n}, {dim}], got {latent.shape}")
+  bad = np.count_nonzero(~np.isfinite(latent))
+  if bad:
+    raise ValueError(f"sample {i}: latent holds {bad} NaN or Inf values")
 
 
 def model_inputs(batch: packing.PackedBatch) -> dict[str, np.ndarray]:

@@ -16,13 +16,13 @@ complete (`dataset_dir`): a killed run, with or without --overwrite, leaves DST 
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import multiprocessing
 import os
 import sys
 from typing import Optional
 
+from atoken_jax import cli_errors
 from data_pipelines import dataset_dir, decode, folder_source, writers
 
 
@@ -125,7 +125,7 @@ def summary(manifest: dict, max_files: int = 20) -> str:
 
 def main(argv=None) -> int:
   """CLI entry: `atoken data prepare SRC DST [options]`; argv excludes the program name."""
-  parser = argparse.ArgumentParser(prog="atoken data prepare", description=__doc__.split("\n")[0])
+  parser = cli_errors.ArgumentParser(prog="atoken data prepare", description=__doc__.split("\n")[0])
   parser.add_argument("src", help="folder of images, videos, meshes, NeRF render folders")
   parser.add_argument("dst", help="output directory (DST/<modality>/part-*.array_record)")
   parser.add_argument("--views", type=int, default=16, help="views rendered per mesh")

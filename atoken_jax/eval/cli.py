@@ -22,7 +22,7 @@ import os
 import sys
 from typing import Sequence
 
-from atoken_jax import config_files
+from atoken_jax import cli_errors, config_files
 
 
 def load_tokenizer(checkpoint: str, yaml_path: str = ""):
@@ -46,9 +46,9 @@ def load_tokenizer(checkpoint: str, yaml_path: str = ""):
 
 
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="atoken eval", description=__doc__.split("\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__.split("\n", 1)[1])
+  p = cli_errors.ArgumentParser(prog="atoken eval", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n", 1)[1])
   p.add_argument("--checkpoint", required=True, help="DIR, ml-atoken FILE or random:PRESET")
   p.add_argument("--yaml", default="", help="ml-atoken YAML config (with a weight FILE)")
   p.add_argument("--out", default="", help="output directory")

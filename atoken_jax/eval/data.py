@@ -13,8 +13,11 @@ A task's `data` section names one source:
   classnames: FILE      class names, one per line in label order (or a JSON {folder: name});
                         default: TFDS label names, or folder names with "_" -> " ".
 
-Files are decoded with `data_pipelines.decode` (the training pipeline's decoders). Pixels stay
-uint8 here; `to_unit_range` maps them to the tokenizer's [-1, 1].
+A task's `max_pixels` (default 1024 x 1024 per frame; 0 = no limit) and `on_oversize` ("resize"
+or "refuse": a counted skip) bound what the native-resolution protocols hand the tokenizer
+(`atoken_jax.pixel_budget`). Files are decoded with `data_pipelines.decode` (the training
+pipeline's decoders). Pixels stay uint8 here; `to_unit_range` maps them to the tokenizer's
+[-1, 1].
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from atoken_jax.pixel_budget import OverBudget, PixelBudget
 from atoken_jax.tokens import Voxels
 
 _RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS,
@@ -247,15 +251,29 @@ class _Subset:
 # --------------------------------------------------------------------------- decoding
 
 
-def read_image(record: dict, mode: str, size: int, resample: str) -> np.ndarray:
-  """Record -> uint8 [size, size, 3] (or native size, cropped to multiples of 16)."""
+def read_image(record: dict, mode: str, size: int, resample: str,
+               budget: PixelBudget | None = None) -> np.ndarray:
+  """Record -> uint8 [size, size, 3] (or native size within `budget`, cropped to multiples of
+  16; over the budget with on_oversize="refuse": skipped as "over_pixel_budget")."""
   from data_pipelines import decode  # pylint: disable=import-outside-toplevel
-  return preprocess_image(decode.decode_image(record), mode, size, resample)
+  img = decode.decode_image(record)
+  if mode == "native" and budget is not None:
+    img = _within(budget, lambda: budget.image(img, str(record.get("name", "image"))))
+  return preprocess_image(img, mode, size, resample)
 
 
-def read_video(record: dict, num_frames: int, sampling: str = "first", max_side: int = 0
-               ) -> np.ndarray:
-  """Record -> uint8 [T, H, W, 3] at native resolution, centre-cropped to multiples of 16.
+def _within(budget: PixelBudget, fn):
+  from data_pipelines.decode import BadData  # pylint: disable=import-outside-toplevel
+  try:
+    return fn()
+  except OverBudget as e:
+    raise BadData("over_pixel_budget", str(e)) from None
+
+
+def read_video(record: dict, num_frames: int, sampling: str = "first", max_side: int = 0,
+               budget: PixelBudget | None = None) -> np.ndarray:
+  """Record -> uint8 [T, H, W, 3] at native resolution, centre-cropped to multiples of 16 (and
+  to `max_side`), each frame within `budget` (as `read_image`).
 
   sampling: "first" (the first `num_frames` consecutive frames, for reconstruction) or
   "uniform" (`num_frames` spread over the whole video, for retrieval). num_frames 0 = all.
@@ -270,7 +288,10 @@ def read_video(record: dict, num_frames: int, sampling: str = "first", max_side:
     return list(range(n))
 
   frames, _ = decode.video_frames(record, choose)
-  return crop_to_multiple(np.stack(frames), 16, max_side)
+  video = crop_to_multiple(np.stack(frames), 16, max_side)
+  if budget is None:
+    return video
+  return _within(budget, lambda: budget.frames(video, str(record.get("name", "video"))))
 
 
 def read_voxels(record: dict, num_views: int = 150, seed: int = 0) -> Voxels:

@@ -10,6 +10,9 @@ clips. PSNR / SSIM / LPIPS per frame, averaged per video, then over videos; rFVD
 of I3D features of non-overlapping `fvd_clip`-frame windows (16, as FVD), originals vs
 reconstructions.
 
+Native-resolution frames over the task's `max_pixels` (default 1024 x 1024) are resized to fit
+(counted in `notes`), or skipped with on_oversize="refuse" (`atoken_jax.pixel_budget`).
+
 Reconstructions are clipped to [-1, 1] and, with `quantize` (the default), rounded to the uint8
 grid: the numbers are those of the saved PNG / video frames, as the published scripts measure.
 """
@@ -21,6 +24,7 @@ import numpy as np
 
 from atoken_jax.eval import data as data_lib
 from atoken_jax.metrics import FrechetStats
+from atoken_jax.pixel_budget import PixelBudget
 
 
 def reconstruct(tokenizer, inputs: list[np.ndarray], posterior: str = "mean", seed: int = 0,
@@ -75,8 +79,9 @@ def image_reconstruction(tokenizer, task, res, *, batch_size: int = 8, posterior
   source = data_lib.open_source(task.data, "image")
   skipped, notes, rows, examples = [], [], [], []
   fid = _Frechet(res.inception)
-  items = data_lib.iter_items(source, lambda r: data_lib.read_image(r, mode, size, resample),
-                              skipped)
+  budget = PixelBudget.from_config(task)
+  items = data_lib.iter_items(source, lambda r: data_lib.read_image(r, mode, size, resample,
+                                                                    budget), skipped)
 
   def flush(batch):
     if not batch:
@@ -103,6 +108,7 @@ def image_reconstruction(tokenizer, task, res, *, batch_size: int = 8, posterior
       flush(batch)
       batch = []
   flush(batch)
+  notes.extend(budget.notes())
   metrics = {"psnr": _mean(r["psnr"] for r in rows), "ssim": _mean(r["ssim"] for r in rows),
              "lpips": _mean(r["lpips"] for r in rows), "rfid": fid.distance(notes, "rFID")}
   return {"kind": "image_recon", "count": len(rows), "metrics": metrics, "per_item": rows,
@@ -127,8 +133,9 @@ def video_reconstruction(tokenizer, task, res, *, posterior: str = "mean", seed:
   skipped, notes, rows, examples = [], [], [], []
   fvd = _Frechet(res.i3d)
   short = 0
+  budget = PixelBudget.from_config(task)
   items = data_lib.iter_items(source, lambda r: data_lib.read_video(
-      r, num_frames, "first", max_side), skipped)
+      r, num_frames, "first", max_side, budget), skipped)
   for item in progress(items, total=len(source)):
     real = data_lib.to_unit_range(item.pixels)
     fake = reconstruct(tokenizer, [real], posterior, seed, quantize)[0]
@@ -149,6 +156,7 @@ def video_reconstruction(tokenizer, task, res, *, posterior: str = "mean", seed:
                  "lpips": float(np.mean(lp)) if lp else None})
     if len(examples) < keep:
       examples.append((item.pixels[:len(fake)], data_lib.to_uint8(fake)))
+  notes.extend(budget.notes())
   if short and res.i3d is not None:
     notes.append(f"{short} videos shorter than one {clip}-frame FVD clip: not in rFVD")
   metrics = {"psnr": _mean(r["psnr"] for r in rows), "ssim": _mean(r["ssim"] for r in rows),

@@ -16,10 +16,11 @@ the tokenizer with its trained groups (+ TOK.yaml).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
+
+from atoken_jax import cli_errors
 
 USAGE = __doc__
 
@@ -33,13 +34,8 @@ def main(argv: list[str] | None = None) -> int:
   command, rest = argv[0], argv[1:]
   commands = {"train": train_main, "eval": eval_main, "export": export_main}
   if command not in commands:
-    print(f"unknown command {command!r}\n{USAGE}", file=sys.stderr)
-    return 2
-  try:
-    return int(commands[command](rest) or 0)
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+    raise cli_errors.UsageError(f"unknown command {command!r} (train, eval or export)")
+  return cli_errors.run_command(f"atoken gs {command}", lambda: commands[command](rest))
 
 
 def train_main(argv: list[str]) -> int:
@@ -67,7 +63,7 @@ def _gaussian_decoder(a, run):
 
 
 def eval_main(argv: list[str]) -> int:
-  p = argparse.ArgumentParser(prog="atoken gs eval", description="3D reconstruction metrics")
+  p = cli_errors.ArgumentParser(prog="atoken gs eval", description="3D reconstruction metrics")
   p.add_argument("--workdir"), p.add_argument("--step", type=int)
   p.add_argument("--ema", action="store_true")
   p.add_argument("--gs-weights"), p.add_argument("--gs-yaml")
@@ -128,7 +124,7 @@ def eval_main(argv: list[str]) -> int:
 
 
 def export_main(argv: list[str]) -> int:
-  p = argparse.ArgumentParser(prog="atoken gs export", description="ml-atoken 3d_decode_gs files")
+  p = cli_errors.ArgumentParser(prog="atoken gs export", description="ml-atoken 3d_decode_gs files")
   p.add_argument("--workdir", required=True), p.add_argument("--step", type=int)
   p.add_argument("--ema", action="store_true")
   p.add_argument("--out", required=True, help="FILE.safetensors or FILE.pt (+ FILE.yaml)")

@@ -7,6 +7,7 @@ plain containers. bfloat16 tensors come back as `ml_dtypes.bfloat16` numpy array
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Any, Mapping
 
 import ml_dtypes
@@ -46,11 +47,22 @@ def load_state_dict(path: str | os.PathLike) -> StateDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f"checkpoint not found: {path}")
   if path.endswith(".safetensors"):
+    from safetensors import SafetensorError  # pylint: disable=import-outside-toplevel
     from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
-    return dict(load_file(path))
+    try:
+      return dict(load_file(path))
+    except SafetensorError as e:
+      raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
   if path.endswith((".pt", ".pth", ".bin")):
     torch = _torch()
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+      obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message would suggest unpickling it anyway
+      raise ValueError(f"{path}: refused: not a weights-only PyTorch file (it is corrupt, or "
+                       "holds pickled objects other than tensors, which are never unpickled "
+                       "here); use .safetensors") from None
+    except RuntimeError as e:  # a truncated or foreign zip archive
+      raise ValueError(f"{path}: not a readable PyTorch file ({str(e).splitlines()[0]})") from None
     if not isinstance(obj, Mapping):
       raise ValueError(f"{path}: expected a flat name -> tensor mapping, got {type(obj).__name__}")
     out = {}

@@ -7,15 +7,14 @@ works there); the YAML beside it (FILE.yaml) carries `model.model_cfg.arch_cfg`.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 
 import jax
 import ml_collections
 import yaml
 
 from atoken_jax import sharding as sharding_lib
+from atoken_jax import cli_errors
 from atoken_jax.interop import ml_atoken
 from atoken_jax.train import checkpoint as ckpt_lib
 from atoken_jax.train import tokenizer_state
@@ -46,7 +45,7 @@ def export_checkpoint(workdir: str, out: str, step: int | None = None, ema: bool
 
 
 def main(argv: list[str]) -> int:
-  p = argparse.ArgumentParser(prog="atoken export", description=__doc__.splitlines()[0])
+  p = cli_errors.ArgumentParser(prog="atoken export", description=__doc__.splitlines()[0])
   p.add_argument("--workdir", required=True)
   p.add_argument("--step", type=int, default=None, help="default: the newest checkpoint")
   p.add_argument("--ema", action="store_true", help="export the EMA parameters")
@@ -54,10 +53,6 @@ def main(argv: list[str]) -> int:
   p.add_argument("--out", required=True, help="FILE.safetensors or FILE.pt")
   p.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16"])
   a = p.parse_args(argv)
-  try:
-    yaml_path = export_checkpoint(a.workdir, a.out, a.step, a.ema, a.dtype)
-  except (FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+  yaml_path = export_checkpoint(a.workdir, a.out, a.step, a.ema, a.dtype)
   print(f"wrote {a.out} and {yaml_path}")
   return 0

@@ -8,7 +8,6 @@ the same way as every other command.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -16,7 +15,7 @@ import subprocess
 import sys
 from typing import Sequence
 
-from atoken_jax import config_files
+from atoken_jax import cli_errors, config_files
 
 
 def setup_logging() -> None:
@@ -43,7 +42,7 @@ def setup_distributed(cfg) -> None:
 def parse_run_args(prog: str, argv: Sequence[str], launch_flag: bool = False):
   """-> (config, argparse namespace with .workdir [and .launch])."""
   cfg, rest = config_files.parse(argv)
-  p = argparse.ArgumentParser(prog=prog)
+  p = cli_errors.ArgumentParser(prog=prog)
   p.add_argument("--workdir", required=True, help="output directory (checkpoints, events)")
   if launch_flag:
     p.add_argument("--launch", action="store_true", help="run the runs one after another here")
@@ -52,7 +51,7 @@ def parse_run_args(prog: str, argv: Sequence[str], launch_flag: bool = False):
 
 def run_loop(make_task, cfg, workdir: str) -> int:
   """Trains `make_task(cfg)` in `workdir` with the one loop: 0 when done or preempted (resume
-  with the same command), 1 with one line on stderr for a refusal."""
+  with the same command). Refusals propagate to the CLI's one-line boundary (`cli_errors`)."""
   from atoken_jax.train import loop as loop_lib  # pylint: disable=import-outside-toplevel
   setup_logging()
   setup_distributed(cfg)
@@ -60,9 +59,6 @@ def run_loop(make_task, cfg, workdir: str) -> int:
     loop_lib.Loop(make_task(cfg), workdir).run()
   except loop_lib.Preempted as e:
     logging.warning("stopped by SIGTERM after step %s; resume with the same command", e)
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
   return 0
 
 
