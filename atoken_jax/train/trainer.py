@@ -83,8 +83,8 @@ def global_batch(batch: Mapping[str, np.ndarray], mesh) -> dict[str, jax.Array]:
           for k, v in batch.items() if k in DEVICE_KEYS}
 
 
-def task_schedule(cfg: ml_collections.ConfigDict) -> list[tuple[str, int, objective.Terms]]:
-  """[(task name, micro-batches per optimiser step, its loss terms)] in round-robin order.
+def task_schedule(cfg: ml_collections.ConfigDict) -> list[tuple[str, int, objective.TaskKind]]:
+  """[(task name, micro-batches per optimiser step, its modality and task)] in round-robin order.
 
   A task named `<modality>_<recon|understand>` (e.g. `video_understand`) gets that modality and
   task unless its config sets `modality` / `task` explicitly."""
@@ -95,7 +95,7 @@ def task_schedule(cfg: ml_collections.ConfigDict) -> list[tuple[str, int, object
     modality, _, kind = name.partition("_")
     modality = t.get("modality", modality)
     task = t.get("task", "understanding" if kind.startswith("understand") else "reconstruction")
-    out.append((name, int(t.accum_steps), objective.terms_for(modality, task)))
+    out.append((name, int(t.accum_steps), objective.TaskKind(modality, task)))
   return out
 
 
@@ -233,10 +233,10 @@ class Trainer:
         log.warning("preempted: checkpoint at step %d written; exiting", step)
         raise Preempted(step)
       grads, task_metrics, micro = self.fns.zeros(), {}, 0
-      for task, accum, terms in self.schedule:
+      for task, accum, kind in self.schedule:
         for _ in range(accum):
           t0 = time.perf_counter()
-          host = self._host_inputs(next(self.iterators[task]), terms)
+          host = self._host_inputs(next(self.iterators[task]), kind)
           timer.data(time.perf_counter() - t0)
           st = metrics_lib.batch_stats(host)
           tokens += st["tokens"]
@@ -244,9 +244,9 @@ class Trainer:
           rng = jax.random.fold_in(jax.random.fold_in(state.rng, step), micro)
           device_batch = global_batch(host, self.mesh)
           grads, task_metrics[task] = self.fns.micro(
-              grads, task_metrics.get(task), state.params, self.frozen, device_batch, rng, terms)
+              grads, task_metrics.get(task), state.params, self.frozen, device_batch, rng, kind)
           micro += 1
-          if terms.images and terms.reconstruction:
+          if kind == objective.TaskKind("image", "reconstruction"):
             picture_batch = (host, device_batch)
       state, stats = self.fns.update(state, grads, jnp.float32(micro))
       step += 1
@@ -270,10 +270,10 @@ class Trainer:
     progress.close()
     return state
 
-  def _host_inputs(self, batch: dict, terms: objective.Terms) -> dict:
+  def _host_inputs(self, batch: dict, kind: objective.TaskKind) -> dict:
     """Adds what the step needs that depends only on sample shapes (host side)."""
     spec, loss = self.frozen_spec, self.cfg.loss
-    if terms.images and (spec.lpips_net or spec.teacher is not None):
+    if kind.modality == "image" and (spec.lpips_net or spec.teacher is not None):
       batch = {**batch, **perceptual_inputs.resize_weights(
           batch, loss.perceptual_size, loss.perceptual_max_side // config_lib.PATCH_HW)}
     return batch
