@@ -23,10 +23,13 @@ import os
 import sys
 from typing import Sequence
 
+from atoken_jax import config_files
+
 
 def load_config(spec: str):
-  """"path/to/file.py[:arg]" → the file's `get_config(arg)` (or `get_config()` without arg)."""
-  path, _, arg = spec.partition(":")
+  """"path/to/file.py[:arg]" or a bundled "NAME[:arg]" (`config_files.resolve`) → the file's
+  `get_config(arg)` (or `get_config()` without arg)."""
+  path, _, arg = config_files.resolve(spec).partition(":")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"eval config not found: {path}")
   name = "_atoken_eval_config_" + os.path.splitext(os.path.basename(path))[0]

@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 def train_main(argv: list[str]) -> int:
   from absl import flags  # pylint: disable=import-outside-toplevel
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
-  fv, args = flags.FlagValues(), ["atoken gs train"] + list(argv)
+  from atoken_jax import config_files  # pylint: disable=import-outside-toplevel
+  fv, args = flags.FlagValues(), ["atoken gs train"] + config_files.resolve_argv(list(argv))
   config_flags.DEFINE_config_file("config", None, "experiment config file[:arg]",
                                   flag_values=fv, lock_config=True, sys_argv=args)
   flags.DEFINE_string("workdir", None, "output directory", flag_values=fv)

@@ -11,6 +11,8 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from atoken_jax import config_files
+
 _FLAGS_DEFINED = False
 
 
@@ -41,10 +43,20 @@ def _train(_):
     sys.exit(1)
 
 
-def train_main(argv: list[str]) -> int:
+def _run(main, argv: list[str]) -> int:
+  """absl's app.run on argv, with `--config=NAME[:arg]` resolved to a bundled experiment."""
   _define_flags()
-  app.run(_train, argv=argv)
+  try:
+    argv = config_files.resolve_argv(argv)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  app.run(main, argv=argv)
   return 0
+
+
+def train_main(argv: list[str]) -> int:
+  return _run(_train, argv)
 
 
 def sweep_runs(cfg) -> list[tuple[str, dict]]:
@@ -78,6 +90,4 @@ def _sweep(_):
 
 
 def sweep_main(argv: list[str]) -> int:
-  _define_flags()
-  app.run(_sweep, argv=argv)
-  return 0
+  return _run(_sweep, argv)
