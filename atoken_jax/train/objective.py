@@ -45,7 +45,6 @@ TERMS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 REC_TERMS = ("l1", "lpips", "gram", "clip")  # L_rec, each with its own λ (config.loss.<name>)
 SEM_TERMS = ("distill", "sigmoid")           # L_sem, no λ of their own
-PICTURE_TERMS = ("lpips", "gram", "clip", "distill")  # need whole images (perceptual_inputs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +166,7 @@ sigmoid_loss = semantic.sigmoid_loss
 
 # ---- the loss of one batch -------------------------------------------------------------------
 
-class _Batch:
+class _BatchTerms:
   """One batch's terms, each a method named as in TERMS, and what they share (masks, resized
   images, frozen-network features), each computed once on first use."""
 
@@ -314,7 +313,7 @@ def make_loss_fn(model_cfg: config_lib.ModelConfig, loss_cfg, spec: frozen_lib.F
   def loss_fn(params, frozen, batch, rng, kind: TaskKind):
     out = model.apply({"params": params["model"]}, batch, posterior="sample",
                       rngs={"posterior": rng})
-    terms = _Batch(nets, loss_cfg, params, frozen, batch, out)
+    terms = _BatchTerms(nets, loss_cfg, params, frozen, batch, out)
     values = {name: getattr(terms, name)() for name in active_terms(kind, model_cfg, loss_cfg,
                                                                     spec)}
     loss, groups = total(values, kind, loss_cfg)
