@@ -4,7 +4,7 @@ VENV_STAMP := .venv/.installed
 WORKDIR ?= workdirs/tiny_stage1
 export XLA_PYTHON_CLIENT_PREALLOCATE ?= false
 
-.PHONY: install train test test-slow lint bench clean
+.PHONY: install train test test-slow test-wheel lint bench clean
 
 $(VENV_STAMP): setup.cfg pyproject.toml
 	python3 -m venv .venv
@@ -24,6 +24,10 @@ test: $(VENV_STAMP)
 
 test-slow: $(VENV_STAMP)
 	$(PY) -m pytest -m slow
+
+# A wheel of this repository, installed non-editable, trains the tiny preset from another cwd.
+test-wheel: $(VENV_STAMP)
+	$(PY) -m pytest -m slow tests/test_wheel.py
 
 lint: $(VENV_STAMP)
 	.venv/bin/ruff check atoken_jax data_pipelines experiments tests bench

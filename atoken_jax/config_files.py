@@ -1,7 +1,8 @@
 """One config system for every command: `ml_collections` config files, by path or by name.
 
     --config=experiments/stage1_image.py:tiny   a config file, and the argument of its get_config
-    --config=stage1_image:tiny                  the same file by name (the installed `experiments`)
+    --config=stage1_image:tiny                  a bundled experiment by name (the installed
+                                                `experiments` package: works from a wheel)
     --config.optim.lr=1e-3                      overrides, parsed by ml_collections' config_flags
 
 `atoken train`, `sweep`, `gs train` and `eval` all read their config through `parse`, so the
@@ -9,7 +10,9 @@ same words mean the same thing everywhere; each command parses its own other fla
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 from typing import Sequence
 
 import ml_collections
@@ -17,24 +20,45 @@ import ml_collections
 from atoken_jax import cli_errors
 
 
-def resolve(spec: str) -> str:
-  """"NAME[:arg]" or "PATH.py[:arg]" -> "ABSOLUTE_PATH.py[:arg]".
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DEFINES_CONFIG = re.compile(r"^def get_config\(", re.MULTILINE)
 
-  A bare name (no ".py", no directory) is a module of the `experiments` package, wherever it is
-  installed (a checkout or a wheel); anything else is a path."""
+
+def _experiment_dirs() -> list[str]:
+  spec = importlib.util.find_spec("experiments")
+  return list(spec.submodule_search_locations or []) if spec is not None else []
+
+
+def bundled() -> dict[str, str]:
+  """{name: file} of the installed experiment configs (modules that define `get_config`)."""
+  out: dict[str, str] = {}
+  for folder in _experiment_dirs():
+    for entry in sorted(os.listdir(folder)):
+      name, ext = os.path.splitext(entry)
+      path = os.path.join(folder, entry)
+      if ext != ".py" or name.startswith("_") or name in out:
+        continue
+      with open(path, encoding="utf-8") as f:
+        if _DEFINES_CONFIG.search(f.read()):
+          out[name] = path
+  return out
+
+
+def resolve(spec: str) -> str:
+  """"NAME[:arg]" -> "/path/to/experiments/NAME.py[:arg]" for a bundled experiment NAME that
+  is not also a file in the cwd; any other spec is returned unchanged (the loader reports a
+  missing file).
+
+  Raises UsageError (one line, naming the choices) for a bare name that is neither."""
   path, sep, arg = spec.partition(":")
-  if not path.endswith(".py") and os.sep not in path and "/" not in path:
-    import experiments  # pylint: disable=import-outside-toplevel
-    named = os.path.join(os.path.dirname(os.path.abspath(experiments.__file__)), path + ".py")
-    if not os.path.isfile(named):
-      names = sorted(f[:-3] for f in os.listdir(os.path.dirname(named))
-                     if f.endswith(".py") and not f.startswith("_"))
-      raise cli_errors.UsageError(f"no config named {path!r}; named configs: "
-                                  f"{', '.join(names)} (or give a path to a config file)")
-    path = named
-  elif not os.path.isfile(path):
-    raise cli_errors.UsageError(f"config file not found: {path}")
-  return os.path.abspath(path) + sep + arg
+  if os.path.exists(path) or not _NAME.fullmatch(path):
+    return spec
+  configs = bundled()
+  if path not in configs:
+    raise cli_errors.UsageError(
+        f"--config={spec}: {path!r} is neither a file nor a bundled experiment "
+        f"(one of: {', '.join(sorted(configs)) or 'none installed'})")
+  return configs[path] + sep + arg
 
 
 def split_argv(argv: Sequence[str]) -> tuple[str | None, list[str], list[str]]:

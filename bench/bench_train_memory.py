@@ -41,11 +41,11 @@ def compiled_memory(cfg, devices, rows, row_len, slots=8):
                pos_col_weights=sds((rows, row_len, 16), jnp.float32),
                sample_index=sds((rows, slots), jnp.int32), modality=sds((rows, slots), jnp.int32),
                task=sds((rows, slots), jnp.int32))
-  terms = objective.Terms(reconstruction=True, understanding=False, images=True)
+  kind = objective.TaskKind("image", "reconstruction")
   batch_sh = {k: fns._batch_sharding(v.ndim) for k, v in batch.items()}  # pylint: disable=protected-access
   params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         t.abstract_state.params, t.shardings.params)
-  micro = jax.jit(lambda g, p, b, r: step.micro_step(loss_fn, terms, g, None, p, {}, b, r),
+  micro = jax.jit(lambda g, p, b, r: step.micro_step(loss_fn, kind, g, None, p, {}, b, r),
                   in_shardings=(t.shardings.params, t.shardings.params, batch_sh,
                                 fns.replicated),
                   out_shardings=(t.shardings.params, fns.replicated), donate_argnums=(0,))

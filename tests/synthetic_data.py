@@ -39,7 +39,8 @@ class SyntheticImages:
                                        "pos_col_weights", "sample_index", "sample_lengths")}
     out["modality"] = np.where(b.sample_index >= 0, self.modality, -1).astype(np.int32)
     out["task"] = np.where(b.sample_index >= 0, int(self.understanding), -1).astype(np.int32)
-    captions = [f"a picture number {int(i)}" for i in b.sample_index.reshape(-1)]
+    # short enough for 16 bytes: captions that differ after truncation give distinct texts
+    captions = [f"picture {int(i)}" for i in b.sample_index.reshape(-1)]
     out["text_ids"] = ByteTokenizer(max_len=16)(captions).reshape(self.rows, self.slots, 16)
     out["has_text"] = b.sample_index >= 0
     if self.index == self.sigterm_at:  # a preemption notice arrives while reading batch i

@@ -189,7 +189,7 @@ def test_full_objective_trains_on_reconstruction_and_understanding_tasks(tmp_pat
   for key in ("image_recon/l1", "image_recon/kl", "image_recon/lpips", "image_recon/gram",
               "image_recon/clip", "image_understand/distill", "video_understand/sigmoid"):
     assert key in r and np.isfinite(r[key]), key
-  assert r["image_recon/lpips"] > 0 and r["image_understand/distill"] >= 0
+  assert r["image_recon/lpips"] > 0 and r["image_understand/distill"] > 0
   assert int(state.skipped) == 0
   siglip = jax.device_get(state.params["siglip"])
   assert float(siglip["logit_bias"]) != cfg.loss.siglip_bias_init

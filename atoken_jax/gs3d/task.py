@@ -110,9 +110,9 @@ def make_loss_fn(cfg, gs_cfg: config_lib.GaussianDecoderConfig,
       coords, valid = batch["coords"][..., 1:4], batch["sample_ids"] > 0
       if joint and rec_l1:  # the tokenizer's own 3D loss: L1 on the voxel features
         modality = jnp.where(valid, main_objective.VOXELS, -1)
-        extra["rec_l1"], _ = main_objective.l1_per_patch(rec, batch["patches"], valid, modality)
+        extra["rec_l1"] = main_objective.l1_loss(rec, batch["patches"], valid, modality)
       if joint and kl_w and model_cfg.quantizer is None:
-        extra["kl"], _ = main_objective.kl_per_token(out["mean"], out["logvar"], valid)
+        extra["kl"] = main_objective.kl_loss(out["mean"], out["logvar"], valid)
     loss, metrics = objective.gs_loss_from_features(params["gs"], frozen, feats, coords, valid,
                                                     batch, gs_cfg, weights, settings, remat)
     metrics = {("gs_loss" if k == "loss" else k): v for k, v in metrics.items()}

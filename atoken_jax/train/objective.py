@@ -1,17 +1,22 @@
-"""The training objective (paper §4), every term masked so padding never contributes.
+"""The training objective (paper §3.3, §3.5) as a table of named terms.
 
-    L = w_rec * L_rec + w_sem * L_sem + w_kl * L_KL
-    L_rec (images) = L1 + w_lpips * LPIPS + w_gram * Gram + w_clip * CLIP-perceptual
-    L_rec (video, 3D) = L1
+    L     = λ_KL·KL + λ_rec·L_rec + λ_sem·L_sem              (config.loss.kl, .rec, .sem)
+    L_rec = λ_1·L1 + λ_LPIPS·LPIPS + λ_GRAM·Gram + λ_CLIP·CLIP-perceptual   (images)
+    L_rec = λ_1·L1                                             (video, 3D)
+    L_sem = distillation (images) | sigmoid (video, 3D)
 
-Terms are computed per sample slot from the packed batch; a slot's `task` (0 reconstruction,
-1 understanding) and `modality` (0 image, 1 video, 2 voxels) decide which terms it enters.
-Each term is a mean over the tokens (L1, KL) or samples (perceptual, semantic) it covers, so a
-batch's loss does not depend on how much padding it carries.
+`TERMS[(modality, task)]` names the terms a task's batches carry; a term is switched off when its
+weight is 0 or its frozen network is absent (`active_terms`). `weight(name, loss_cfg)` is a
+term's factor in L, so a batch's loss is Σ weight(name)·term(name) over its active terms.
+
+Every term is masked so padding never contributes: a slot's `task` and `modality` [B, S] decide
+which tokens / samples enter it. Each term is a mean over the tokens (L1, KL) or samples (the
+others) it covers, so a batch's loss does not depend on how much padding it carries.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +34,65 @@ from atoken_jax.train import perceptual_inputs
 IMAGE, VIDEO, VOXELS = (tokens.MODALITY_IDS[k] for k in ("image", "video", "voxels"))
 RECONSTRUCTION, UNDERSTANDING = (tokens.TASK_IDS[k] for k in ("reconstruction", "understanding"))
 
+# Which terms a (modality, task) batch carries (paper §3.3). "voxels" is the 3D modality.
+TERMS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("image", "reconstruction"): ("l1", "kl", "lpips", "gram", "clip"),
+    ("video", "reconstruction"): ("l1", "kl"),
+    ("voxels", "reconstruction"): ("l1", "kl"),
+    ("image", "understanding"): ("distill",),
+    ("video", "understanding"): ("sigmoid",),
+    ("voxels", "understanding"): ("sigmoid",),
+}
+REC_TERMS = ("l1", "lpips", "gram", "clip")  # L_rec, each with its own λ (config.loss.<name>)
+SEM_TERMS = ("distill", "sigmoid")           # L_sem, no λ of their own
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskKind:
+  """A training task's modality and task; decides its loss terms. Static and hashable: the
+  step compiles once per kind (and batch shape)."""
+  modality: str  # image | video | voxels
+  task: str      # reconstruction | understanding
+
+  def __post_init__(self):
+    if self.modality not in tokens.MODALITY_IDS:
+      raise ValueError(f"task modality must be image, video or voxels, got {self.modality!r}")
+    if self.task not in tokens.TASK_IDS:
+      raise ValueError(f"task must be reconstruction or understanding, got {self.task!r}")
+
+  @property
+  def terms(self) -> tuple[str, ...]:
+    return TERMS[(self.modality, self.task)]
+
+
+def weight(name: str, loss_cfg) -> float:
+  """A term's factor in L: λ_KL for KL, λ_rec·λ_name for the L_rec terms, λ_sem for L_sem's."""
+  if name == "kl":
+    return loss_cfg.kl
+  if name in REC_TERMS:
+    return loss_cfg.rec * loss_cfg[name]
+  if name in SEM_TERMS:
+    return loss_cfg.sem
+  raise ValueError(f"unknown loss term {name!r}")
+
+
+def active_terms(kind: TaskKind, model_cfg: config_lib.ModelConfig, loss_cfg,
+                 spec: frozen_lib.FrozenSpec) -> tuple[str, ...]:
+  """The terms of `kind` that are computed: L1 always, KL for a continuous latent, the others
+  when their weight is positive and their frozen network is loaded."""
+  available = {
+      "l1": True,
+      "kl": model_cfg.quantizer is None,
+      "lpips": bool(spec.lpips_net) and loss_cfg.lpips > 0,
+      "gram": bool(spec.lpips_net) and loss_cfg.gram > 0,
+      "clip": spec.teacher is not None and loss_cfg.clip > 0,
+      "distill": spec.teacher is not None and loss_cfg.sem > 0,
+      "sigmoid": loss_cfg.sem > 0,
+  }
+  return tuple(name for name in kind.terms if available[name])
+
+
+# ---- helpers ------------------------------------------------------------------------------
 
 def per_token(slot_values: jax.Array, sample_ids: jax.Array, fill=-1) -> jax.Array:
   """[B, S] per-slot values -> [B, L] per token (slot = sample_ids - 1); `fill` at padding."""
@@ -45,139 +109,217 @@ def real_columns(modality_tok: jax.Array) -> jax.Array:
   return (modality_tok[..., None] == VIDEO) | ((modality_tok[..., None] >= 0) & frame0)
 
 
-def masked_mean(values: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """-> (mean of values where mask, count). A zero count gives 0, not NaN."""
+def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean of `values` where `mask` (same shape); 0, not NaN, when nothing is masked in."""
   mask = mask.astype(jnp.float32)
-  n = mask.sum()
-  return jnp.sum(values * mask) / jnp.maximum(n, 1.0), n
+  return jnp.sum(values * mask) / jnp.maximum(mask.sum(), 1.0)
 
 
-def l1_per_patch(recon: jax.Array, target: jax.Array, token_mask: jax.Array,
-                 modality_tok: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Mean |recon - target| over each patch's real values, averaged over the masked tokens."""
+# ---- the terms: scalars, each a mean over what its mask covers --------------------------------
+
+def l1_loss(recon: jax.Array, target: jax.Array, token_mask: jax.Array,
+            modality_tok: jax.Array) -> jax.Array:
+  """L1 at native resolution, averaged over patches (§3.3, as VQGAN): recon, target
+  [B, L, 3072]; the mean |recon - target| over each patch's real values (`real_columns` of
+  `modality_tok` [B, L]), then the mean over the tokens in `token_mask` [B, L]."""
   cols = real_columns(modality_tok).astype(jnp.float32)
   err = jnp.abs(recon.astype(jnp.float32) - target.astype(jnp.float32)) * cols
   per_patch = err.sum(-1) / jnp.maximum(cols.sum(-1), 1.0)
   return masked_mean(per_patch, token_mask)
 
 
-def kl_per_token(mean: jax.Array, logvar: jax.Array, token_mask: jax.Array):
-  """KL(q || N(0, I)) summed over channels, averaged over the masked tokens."""
+def kl_loss(mean: jax.Array, logvar: jax.Array, token_mask: jax.Array) -> jax.Array:
+  """KL(q || N(0, I)) of the latent posterior (§3.1), mean/logvar [B, L, C]: summed over the
+  channels, averaged over the tokens in `token_mask` [B, L]."""
   return masked_mean(bottleneck.Posterior(mean, logvar).kl(), token_mask)
 
 
-class Terms(NamedTuple):
-  """Which loss terms a task's batches can have (static: one compile per task)."""
-  reconstruction: bool = True
-  understanding: bool = False
-  images: bool = True  # image slots present: perceptual terms / distillation apply
+def lpips_loss(lpips_model: perceptual.LPIPS, lpips_params, recon: jax.Array, target: jax.Array,
+               valid: jax.Array) -> jax.Array:
+  """LPIPS (§3.3) of image pairs [N, 224, 224, 3] in [-1, 1], averaged over `valid` [N]."""
+  return masked_mean(lpips_model.apply({"params": lpips_params}, recon, target), valid)
 
 
-def terms_for(modality: str, task: str) -> Terms:
-  if modality not in ("image", "video", "voxels"):
-    raise ValueError(f"task modality must be image, video or voxels, got {modality!r}")
-  if task not in ("reconstruction", "understanding"):
-    raise ValueError(f"task must be reconstruction or understanding, got {task!r}")
-  return Terms(reconstruction=task == "reconstruction", understanding=task == "understanding",
-               images=modality == "image")
+def gram_loss(lpips_params, recon: jax.Array, target: jax.Array, valid: jax.Array,
+              net: str) -> jax.Array:
+  """Gram (§3.3): Σ_l ‖G(Φ_l(x̂)) − G(Φ_l(x))‖²_F on the LPIPS trunk (`perceptual.gram_loss`
+  says which layers and normalisation: the paper does not), averaged over `valid` [N]."""
+  return masked_mean(perceptual.gram_loss(lpips_params, recon, target, net=net), valid)
 
 
-def _cosine_distance(a: jax.Array, b: jax.Array) -> jax.Array:
-  """1 - cos(a, b) over the last axis."""
-  a, b = semantic.l2_normalize(a), semantic.l2_normalize(b)
-  return 1.0 - jnp.sum(a * b, -1)
+def clip_perceptual_loss(recon_features: jax.Array, target_features: jax.Array,
+                         valid: jax.Array) -> jax.Array:
+  """CLIP-perceptual (§3.3; the paper names neither network nor distance): 1 - cos between the
+  frozen SigLIP2 vision tower's token features [N, T, D] of the reconstruction and of the
+  original, averaged over the T tokens, then over `valid` [N] images."""
+  a, b = semantic.l2_normalize(recon_features), semantic.l2_normalize(target_features)
+  per_image = (1.0 - jnp.sum(a * b, -1)).mean(-1)
+  return masked_mean(per_image, valid)
+
+
+# Image understanding (§3.3): KL(softmax(s_teacher / τ) || softmax(s_student / τ)) of the
+# student's and the frozen SigLIP2 teacher's image-caption similarities, τ = 2.
+distillation_loss = semantic.image_distillation_loss
+# Video and 3D understanding (§3.3): SigLIP's pairwise sigmoid loss on image-caption pairs.
+sigmoid_loss = semantic.sigmoid_loss
+
+
+# ---- the loss of one batch -------------------------------------------------------------------
+
+class _BatchTerms:
+  """One batch's terms, each a method named as in TERMS, and what they share (masks, resized
+  images, frozen-network features), each computed once on first use."""
+
+  def __init__(self, nets, loss_cfg, params, frozen, batch, out):
+    self.nets, self.cfg, self.params, self.frozen = nets, loss_cfg, params, frozen
+    self.batch, self.out = batch, out
+    self.b, self.s = batch["sample_index"].shape
+    self.token_mask = batch["sample_ids"] > 0
+    self.modality_tok = per_token(batch["modality"], batch["sample_ids"])
+
+  @functools.cached_property
+  def rec_mask(self) -> jax.Array:
+    """[B, L] tokens of reconstruction slots."""
+    task_tok = per_token(self.batch["task"], self.batch["sample_ids"])
+    return self.token_mask & (task_tok == RECONSTRUCTION)
+
+  def _images(self, patches: jax.Array) -> jax.Array:
+    """[B, L, 3072] -> every slot's frame 0 resized: [B*S, size, size, 3]."""
+    batch, size = self.batch, self.cfg.perceptual_size
+    slots = perceptual_inputs.slot_images(patches, batch["coords"], batch["sample_ids"], self.s,
+                                          self.nets.max_grid)
+    resized = perceptual_inputs.resize(slots, batch["image_rows"], batch["image_cols"])
+    return resized.reshape(self.b * self.s, size, size, 3)
+
+  @functools.cached_property
+  def target_images(self) -> jax.Array:
+    return jax.lax.stop_gradient(self._images(self.batch["patches"]))
+
+  @functools.cached_property
+  def recon_images(self) -> jax.Array:
+    return self._images(self.out["reconstruction"])
+
+  @functools.cached_property
+  def rec_images_valid(self) -> jax.Array:
+    """[B*S] image slots of reconstruction tasks."""
+    return (self.batch["image_valid"].reshape(-1)
+            & (self.batch["task"].reshape(-1) == RECONSTRUCTION))
+
+  @functools.cached_property
+  def teacher_on_target(self) -> tuple[jax.Array, jax.Array]:
+    """The teacher's (token features [B*S, T, D], pooled [B*S, D]) of the original images."""
+    out = self.nets.tower.apply({"params": self.frozen["teacher"]},
+                                perceptual_inputs.teacher_inputs(self.target_images))
+    return jax.lax.stop_gradient(out)
+
+  @functools.cached_property
+  def text(self) -> jax.Array:
+    """[B*S, D] frozen text embeddings of the slots' captions."""
+    batch, n = self.batch, self.b * self.s
+    if "text_embedding" in batch:
+      text = batch["text_embedding"].reshape(n, -1).astype(jnp.float32)
+    else:
+      text = siglip2_text.encode_texts(self.nets.spec.text, self.frozen["text"],
+                                       batch["text_ids"].reshape(n, -1))
+    return jax.lax.stop_gradient(text)
+
+  @functools.cached_property
+  def understanding_slots(self) -> tuple[jax.Array, jax.Array]:
+    """([B*S] captioned understanding slots, [B*S] their modality)."""
+    batch = self.batch
+    und = (batch["sample_index"] >= 0) & (batch["task"] == UNDERSTANDING) & batch["has_text"]
+    return und.reshape(-1), batch["modality"].reshape(-1)
+
+  @functools.cached_property
+  def student(self) -> jax.Array:
+    return self.out["pooled"].reshape(self.b * self.s, -1).astype(jnp.float32)
+
+  def l1(self):
+    return l1_loss(self.out["reconstruction"], self.batch["patches"], self.rec_mask,
+                   self.modality_tok)
+
+  def kl(self):
+    return kl_loss(self.out["mean"], self.out["logvar"], self.rec_mask)
+
+  def lpips(self):
+    return lpips_loss(self.nets.lpips, self.frozen["lpips"], self.recon_images,
+                      self.target_images, self.rec_images_valid)
+
+  def gram(self):
+    return gram_loss(self.frozen["lpips"], self.recon_images, self.target_images,
+                     self.rec_images_valid, self.nets.spec.lpips_net)
+
+  def clip(self):
+    recon_features, _ = self.nets.tower.apply(
+        {"params": self.frozen["teacher"]}, perceptual_inputs.teacher_inputs(self.recon_images))
+    return clip_perceptual_loss(recon_features, self.teacher_on_target[0],
+                                self.rec_images_valid)
+
+  def distill(self):
+    und, modality = self.understanding_slots
+    return distillation_loss(self.student, self.teacher_on_target[1], self.text,
+                             logit_scale=self.cfg.distill_logit_scale,
+                             temperature=self.cfg.distill_temperature,
+                             valid=und & (modality == IMAGE), axis=self.cfg.distill_axis)
+
+  def sigmoid(self):
+    und, modality = self.understanding_slots
+    siglip = self.params["siglip"]
+    return sigmoid_loss(self.student, self.text, siglip["logit_scale"], siglip["logit_bias"],
+                        valid=und & (modality != IMAGE))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Nets:
+  spec: frozen_lib.FrozenSpec
+  lpips: perceptual.LPIPS | None
+  tower: frozen_lib.VisionTower | None
+  max_grid: int
+
+
+def total(values: dict[str, jax.Array], kind: TaskKind, loss_cfg) -> tuple[jax.Array, dict]:
+  """-> (L, {"rec": L_rec, "sem": L_sem} for the groups `kind` has) from the active terms'
+  values; L = Σ weight(name)·value, grouped as the paper writes it (λ_rec·(λ_1·L1 + ...))."""
+  groups = {}
+  if kind.task == "reconstruction":
+    groups["rec"] = sum((loss_cfg[n] * values[n] for n in REC_TERMS if n in values),
+                        jnp.float32(0))
+  else:
+    groups["sem"] = sum((values[n] for n in SEM_TERMS if n in values), jnp.float32(0))
+  loss = 0.0
+  if "kl" in values:
+    loss = loss + loss_cfg.kl * values["kl"]
+  for group, value in groups.items():
+    loss = loss + loss_cfg[group] * value
+  return loss, groups
 
 
 def make_loss_fn(model_cfg: config_lib.ModelConfig, loss_cfg, spec: frozen_lib.FrozenSpec):
-  """-> loss_fn(params, frozen, batch, rng, terms) -> (loss, metrics).
+  """-> loss_fn(params, frozen, batch, rng, kind: TaskKind) -> (loss, metrics).
 
   params: {"model": ..., "siglip": {"logit_scale", "logit_bias"}}; frozen: the frozen networks'
   params (`frozen.load`); batch: model inputs plus per-slot `modality`, `task` [B, S],
   `text_ids` [B, S, T] / `text_embedding` [B, S, D], `has_text` [B, S], and for image tasks
   `image_rows`, `image_cols`, `image_valid` (`perceptual_inputs.resize_weights`).
+  metrics: every active term by name, the groups `rec` / `sem`, `loss`, `tokens` and (for
+  reconstruction) `rec_tokens`.
   """
   model = atoken_model.AToken(model_cfg)
-  use_kl = model_cfg.quantizer is None
-  tower = frozen_lib.VisionTower(spec.teacher) if spec.teacher is not None else None
-  lpips_model = perceptual.LPIPS(spec.lpips_net) if spec.lpips_net else None
-  max_grid = loss_cfg.perceptual_max_side // config_lib.PATCH_HW
+  nets = _Nets(spec=spec,
+               lpips=perceptual.LPIPS(spec.lpips_net) if spec.lpips_net else None,
+               tower=frozen_lib.VisionTower(spec.teacher) if spec.teacher is not None else None,
+               max_grid=loss_cfg.perceptual_max_side // config_lib.PATCH_HW)
 
-  def loss_fn(params, frozen, batch, rng, terms: Terms = Terms()):
+  def loss_fn(params, frozen, batch, rng, kind: TaskKind):
     out = model.apply({"params": params["model"]}, batch, posterior="sample",
                       rngs={"posterior": rng})
-    sample_ids = batch["sample_ids"]
-    b, s = batch["sample_index"].shape
-    present = batch["sample_index"] >= 0
-    token_mask = sample_ids > 0
-    modality_tok = per_token(batch["modality"], sample_ids)
-    metrics, loss = {"tokens": token_mask.sum()}, 0.0
-    teacher_pooled = None
-
-    if terms.reconstruction:
-      rec_mask = token_mask & (per_token(batch["task"], sample_ids) == RECONSTRUCTION)
-      l1, n_rec = l1_per_patch(out["reconstruction"], batch["patches"], rec_mask, modality_tok)
-      rec = loss_cfg.l1 * l1
-      metrics.update(l1=l1, rec_tokens=n_rec)
-      if use_kl:
-        kl, _ = kl_per_token(out["mean"], out["logvar"], rec_mask)
-        loss = loss + loss_cfg.kl * kl
-        metrics["kl"] = kl
-    if terms.images and (lpips_model is not None or tower is not None):
-      to_img = lambda p: perceptual_inputs.resize(
-          perceptual_inputs.slot_images(p, batch["coords"], sample_ids, s, max_grid),
-          batch["image_rows"], batch["image_cols"]).reshape(b * s, loss_cfg.perceptual_size,
-                                                           loss_cfg.perceptual_size, 3)
-      target = jax.lax.stop_gradient(to_img(batch["patches"]))
-      image_valid = batch["image_valid"].reshape(-1)
-      if tower is not None:
-        t_feats, teacher_pooled = tower.apply(
-            {"params": frozen["teacher"]}, perceptual_inputs.teacher_inputs(target))
-        t_feats, teacher_pooled = jax.lax.stop_gradient((t_feats, teacher_pooled))
-      if terms.reconstruction:
-        rec_img = to_img(out["reconstruction"])
-        rec_valid = image_valid & (batch["task"].reshape(-1) == RECONSTRUCTION)
-        if lpips_model is not None and loss_cfg.lpips > 0:
-          d = lpips_model.apply({"params": frozen["lpips"]}, rec_img, target)
-          lp, _ = masked_mean(d, rec_valid)
-          rec, metrics["lpips"] = rec + loss_cfg.lpips * lp, lp
-        if lpips_model is not None and loss_cfg.gram > 0:
-          g = perceptual.gram_loss(frozen["lpips"], rec_img, target, net=spec.lpips_net)
-          gm, _ = masked_mean(g, rec_valid)
-          rec, metrics["gram"] = rec + loss_cfg.gram * gm, gm
-        if tower is not None and loss_cfg.clip > 0:
-          r_feats, _ = tower.apply({"params": frozen["teacher"]},
-                                   perceptual_inputs.teacher_inputs(rec_img))
-          per_image = _cosine_distance(r_feats, t_feats).mean(-1)
-          cp, _ = masked_mean(per_image, rec_valid)
-          rec, metrics["clip"] = rec + loss_cfg.clip * cp, cp
-    if terms.reconstruction:
-      loss = loss + loss_cfg.rec * rec
-      metrics["rec"] = rec
-
-    if terms.understanding and loss_cfg.sem > 0:
-      if "text_embedding" in batch:
-        text = batch["text_embedding"].reshape(b * s, -1).astype(jnp.float32)
-      else:
-        text = siglip2_text.encode_texts(spec.text, frozen["text"],
-                                         batch["text_ids"].reshape(b * s, -1))
-      text = jax.lax.stop_gradient(text)
-      und = (present & (batch["task"] == UNDERSTANDING) & batch["has_text"]).reshape(-1)
-      student = out["pooled"].reshape(b * s, -1).astype(jnp.float32)
-      mod = batch["modality"].reshape(-1)
-      sem = 0.0
-      if terms.images and teacher_pooled is not None:
-        distill = semantic.image_distillation_loss(
-            student, teacher_pooled, text, logit_scale=loss_cfg.distill_logit_scale,
-            temperature=loss_cfg.distill_temperature, valid=und & (mod == IMAGE),
-            axis=loss_cfg.distill_axis)
-        sem, metrics["distill"] = sem + distill, distill
-      if not terms.images:
-        sig = semantic.sigmoid_loss(student, text, params["siglip"]["logit_scale"],
-                                    params["siglip"]["logit_bias"], valid=und & (mod != IMAGE))
-        sem, metrics["sigmoid"] = sem + sig, sig
-      loss = loss + loss_cfg.sem * sem
-      metrics["sem"] = sem
-    metrics["loss"] = loss
+    terms = _BatchTerms(nets, loss_cfg, params, frozen, batch, out)
+    values = {name: getattr(terms, name)() for name in active_terms(kind, model_cfg, loss_cfg,
+                                                                    spec)}
+    loss, groups = total(values, kind, loss_cfg)
+    metrics = {"tokens": terms.token_mask.sum(), **values, **groups, "loss": loss}
+    if kind.task == "reconstruction":
+      metrics["rec_tokens"] = terms.rec_mask.astype(jnp.float32).sum()
     return loss, metrics
 
   return loss_fn

@@ -51,9 +51,9 @@ def task_schedule(cfg: ml_collections.ConfigDict) -> list[MicroTask]:
     modality, _, kind = name.partition("_")
     modality = t.get("modality", modality)
     task = t.get("task", "understanding" if kind.startswith("understand") else "reconstruction")
-    terms = objective.terms_for(modality, task)
-    out.append(MicroTask(name, int(t.accum_steps), terms,
-                         shows_pictures=terms.images and terms.reconstruction))
+    kind = objective.TaskKind(modality, task)
+    out.append(MicroTask(name, int(t.accum_steps), kind,
+                         shows_pictures=kind == objective.TaskKind("image", "reconstruction")))
   return out
 
 
@@ -99,7 +99,7 @@ class TokenizerTask:
   def device_inputs(self, micro: MicroTask, host: Mapping[str, np.ndarray]) -> dict:
     """The model's inputs plus what the loss needs that depends only on sample shapes."""
     spec, loss = self._frozen_spec, self.cfg.loss
-    if micro.key.images and (spec.lpips_net or spec.teacher is not None):
+    if micro.key.modality == "image" and (spec.lpips_net or spec.teacher is not None):
       host = {**host, **perceptual_inputs.resize_weights(
           host, loss.perceptual_size, loss.perceptual_max_side // config_lib.PATCH_HW)}
     return {k: v for k, v in host.items() if k in DEVICE_KEYS}
