@@ -118,7 +118,8 @@ def read_media_file(path: str) -> np.ndarray:
     raise ValueError(f"{path}: no such file")
   modality = folder_source.modality_of(path)
   if modality not in ("image", "video"):
-    raise ValueError(f"{path}: unsupported file type (images: "
+    raise ValueError(f"{path}: unsupported file type {os.path.splitext(path)[1].lower()!r} "
+                     "(images: "
                      f"{' '.join(folder_source.IMAGE_EXTS)}; videos: "
                      f"{' '.join(folder_source.VIDEO_EXTS)}, animated .gif .webp)")
   with open(path, "rb") as fh:

@@ -97,6 +97,7 @@ class Loop:
     self.last_report: dict[str, float] = {}
     self.history: list[dict[str, float]] = []
     self._stop = False
+    self._saved_step = -1
 
   # ------------------------------------------------------------------ state
   def initial_state(self) -> state_lib.TrainState:
@@ -107,6 +108,7 @@ class Loop:
     if restored is not None:
       step, state, _ = restored
       log.info("resumed from %s at step %d", self.checkpointer.directory, step)
+      self._saved_step = step
       return state
     return self.task.initialize(self, self.template.init_sharded())
 
@@ -114,6 +116,7 @@ class Loop:
     step = int(sharding_lib.to_host(state.step))
     self.checkpointer.save(step, state, self.iterators, json.loads(self.cfg.to_json_best_effort()),
                            force=force)
+    self._saved_step = step
 
   # ------------------------------------------------------------------ preemption
   def _on_sigterm(self, signum, frame):
@@ -153,7 +156,8 @@ class Loop:
     last_stats = None
     while step < cfg.total_steps:
       if self._preempted(step):
-        self.save(state, force=True)
+        if step != self._saved_step:  # this step's periodic save may have run already
+          self.save(state, force=True)
         self.checkpointer.wait()
         log.warning("preempted: checkpoint at step %d written; exiting", step)
         raise Preempted(step)
