@@ -1,6 +1,7 @@
 """`atoken gs`: train, evaluate and export the 3D Gaussian decoder.
 
   atoken gs train  --config=experiments/gs_decoder_alone.py:tiny --workdir=DIR [--config.x=v]
+                   [--allow_config_change=FIELD,...]
   atoken gs eval   (--workdir=DIR [--step=N] [--ema] | --gs-weights=F [--gs-yaml=Y])
                    --data=SPEC [--data=SPEC ...] [--features=ground_truth|tokenizer]
                    [--tokenizer-workdir=D | --ml-atoken=W --yaml=Y] [--size=N]
@@ -49,6 +50,8 @@ def train_main(argv: list[str]) -> int:
   config_flags.DEFINE_config_file("config", None, "experiment config file[:arg]",
                                   flag_values=fv, lock_config=True, sys_argv=args)
   flags.DEFINE_string("workdir", None, "output directory", flag_values=fv)
+  flags.DEFINE_list("allow_config_change", [], "resume although these fields differ from the "
+                    "checkpoint's; see atoken_jax/train/resume.py", flag_values=fv)
   fv(args)
   if fv.config is None or not fv.workdir:
     raise ValueError("atoken gs train needs --config=FILE[:arg] and --workdir=DIR")
@@ -57,7 +60,7 @@ def train_main(argv: list[str]) -> int:
   for noisy in ("absl", "orbax", "grain"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
   from atoken_jax.gs3d import trainer  # pylint: disable=import-outside-toplevel
-  trainer.GSTrainer(fv.config, fv.workdir).run()
+  trainer.GSTrainer(fv.config, fv.workdir, allow_config_change=fv.allow_config_change).run()
   return 0
 
 

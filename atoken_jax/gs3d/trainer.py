@@ -41,11 +41,13 @@ from atoken_jax.train import checkpoint as ckpt_lib
 from atoken_jax.train import metrics as metrics_lib
 from atoken_jax.train import objective as main_objective
 from atoken_jax.train import optimizer as optimizer_lib
+from atoken_jax.train import restore as restore_lib
+from atoken_jax.train import resume as resume_lib
 from atoken_jax.train import state as state_lib
 from atoken_jax.train import step as step_lib
 
 log = logging.getLogger("atoken.gs3d")
-MODEL_CONFIG = "model_config.json"  # the tokenizer's ModelConfig, beside the checkpoints
+MODEL_CONFIG = restore_lib.MODEL_CONFIG  # the tokenizer's ModelConfig, beside the checkpoints
 
 
 # ------------------------------------------------------------------ config -> objects
@@ -201,8 +203,9 @@ class GSTrainer:
 
   def __init__(self, cfg: ml_collections.ConfigDict, workdir: str,
                make_iterator: Callable[..., Any] | None = None,
-               devices: list[jax.Device] | None = None):
+               devices: list[jax.Device] | None = None, allow_config_change: tuple = ()):
     self.cfg, self.workdir = cfg, os.path.abspath(workdir)
+    self.allow_config_change = tuple(allow_config_change)  # see train/resume.py
     os.makedirs(self.workdir, exist_ok=True)
     mesh_kw = {k: v for k, v in cfg.mesh.items() if k != "num_devices"}
     if devices is None and cfg.mesh.get("num_devices", 0):
@@ -213,7 +216,7 @@ class GSTrainer:
       raise ValueError(f"data.batch_size={cfg.data.batch_size} is not a multiple of the mesh's "
                        f"data x fsdp = {ways} devices (or set mesh.num_devices)")
     tokenizer = uses_tokenizer(cfg)
-    model_cfg, self._model_params = (weights_lib.load_tokenizer(cfg, self.mesh) if tokenizer
+    model_cfg, self._model_params = (weights_lib.load_tokenizer(cfg) if tokenizer
                                      else (None, None))
     if model_cfg is not None and cfg.data.row_len > 2048 and not model_cfg.attention_kv_chunk:
       model_cfg = model_cfg.replace(attention_kv_chunk=1024)  # full attention over long rows
@@ -256,9 +259,9 @@ class GSTrainer:
     """The newest good checkpoint, else a fresh state (+ init weights / tokenizer groups)."""
     target = ckpt_lib.abstract_with_shardings(self.template.abstract_state,
                                               self.template.shardings)
-    restored = self.checkpointer.restore(target, {"data": self.iterator})
+    restored = resume_lib.restore_latest(self.checkpointer, target, {"data": self.iterator},
+                                         self.cfg, self.allow_config_change)
     if restored is not None:
-      log.info("resumed at step %d", restored[0])
       return restored[1]
     state = self.template.init_sharded()
     params = dict(state.params)
@@ -351,26 +354,13 @@ class GSTrainer:
 
 
 def restore_run(workdir: str, step: int | None = None, ema: bool = False) -> dict[str, Any]:
-  """A GS run's checkpoint -> {"cfg", "step", "gs_cfg", "gs_params", "gs_constants",
-  "model_cfg" (None without a tokenizer), "model_params" (the jointly trained AToken groups;
-  {} otherwise)}, on one device (numpy)."""
-  from atoken_jax.tokenizer import config_from_dict  # pylint: disable=import-outside-toplevel
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
-  if not ckpt.steps():
-    raise FileNotFoundError(f"no checkpoint under {workdir}/checkpoints")
-  cfg = ml_collections.ConfigDict(ckpt.restore_config(step))
-  model_cfg = None
-  if uses_tokenizer(cfg):
-    with open(os.path.join(workdir, MODEL_CONFIG)) as f:
-      model_cfg = config_from_dict(json.load(f))
-  mesh = sharding_lib.make_mesh(data=1, devices=jax.devices()[:1])
-  template = GSTemplate(cfg, mesh, model_cfg)
-  got = ckpt.restore(ckpt_lib.abstract_with_shardings(template.abstract_state,
-                                                      template.shardings), None, step)
-  ckpt.close()
-  if got is None:
-    raise FileNotFoundError(f"no restorable checkpoint under {workdir}")
-  params = jax.device_get(got[1].ema_params if ema else got[1].params)
-  return {"cfg": cfg, "step": got[0], "gs_cfg": template.gs_cfg, "gs_params": params["gs"],
-          "gs_constants": jax.device_get(gs_constants(template.gs_cfg)),
-          "model_cfg": model_cfg, "model_params": params.get("model", {})}
+  """A GS run's checkpoint (`restore.load_run`) -> {"cfg", "step", "gs_cfg", "gs_params",
+  "gs_constants", "model_cfg" (None without a tokenizer), "model_params" (the jointly trained
+  AToken groups; {} otherwise)}, on the host (numpy)."""
+  run = restore_lib.load_run(workdir, step, ema)
+  if not run.is_gs:
+    raise ValueError(f"{workdir} is a tokenizer run, not a Gaussian-decoder run")
+  gs_cfg = gs_config_from(run.config)
+  return {"cfg": run.config, "step": run.step, "gs_cfg": gs_cfg, "gs_params": run.params["gs"],
+          "gs_constants": jax.device_get(gs_constants(gs_cfg)), "model_cfg": run.model_cfg,
+          "model_params": run.params.get("model", {})}

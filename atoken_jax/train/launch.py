@@ -21,6 +21,8 @@ def _define_flags():
                                     lock_config=True)
     flags.DEFINE_string("workdir", None, "output directory (checkpoints, events, lineage)")
     flags.DEFINE_bool("launch", False, "sweep: run the runs one after another here")
+    flags.DEFINE_list("allow_config_change", [], "resume although these model fields differ "
+                      "from the checkpoint's (e.g. model.dtype); see atoken_jax/train/resume.py")
     _FLAGS_DEFINED = True
 
 
@@ -33,7 +35,7 @@ def _train(_):
     absl_logging.set_verbosity(absl_logging.WARNING)
   trainer_lib.setup_distributed(cfg)
   try:
-    trainer_lib.Trainer(cfg, workdir).run()
+    trainer_lib.Trainer(cfg, workdir, allow_config_change=flags.FLAGS.allow_config_change).run()
   except trainer_lib.Preempted as e:
     logging.warning("stopped by SIGTERM after step %s; resume with the same command", e)
   except (ValueError, FileNotFoundError, FloatingPointError) as e:

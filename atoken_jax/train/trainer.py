@@ -34,6 +34,7 @@ from atoken_jax.train import metrics as metrics_lib
 from atoken_jax.train import objective
 from atoken_jax.train import optimizer as optimizer_lib
 from atoken_jax.train import perceptual_inputs
+from atoken_jax.train import resume
 from atoken_jax.train import stages
 from atoken_jax.train import state as state_lib
 from atoken_jax.train import step as step_lib
@@ -135,9 +136,10 @@ class Trainer:
 
   def __init__(self, cfg: ml_collections.ConfigDict, workdir: str,
                make_iterators: Callable[[ml_collections.ConfigDict], Iterators] | None = None,
-               devices: list[jax.Device] | None = None):
+               devices: list[jax.Device] | None = None, allow_config_change: tuple = ()):
     config_check.validate(cfg)
     self.cfg, self.workdir = cfg, os.path.abspath(workdir)
+    self.allow_config_change = tuple(allow_config_change)  # see train/resume.py
     os.makedirs(self.workdir, exist_ok=True)
     # ---------------------------------------------------------------- mesh
     self.mesh = sharding_lib.make_mesh(**cfg.mesh, devices=devices)
@@ -176,11 +178,10 @@ class Trainer:
     """Newest good checkpoint in the workdir; else a fresh state, initialised from the
     previous stage or SigLIP2 as configured."""
     target = ckpt_lib.abstract_with_shardings(self.abstract_state, self.state_shardings)
-    restored = self.checkpointer.restore(target, self.iterators)
+    restored = resume.restore_latest(self.checkpointer, target, self.iterators, self.cfg,
+                                     self.allow_config_change)
     if restored is not None:
-      step, state, _ = restored
-      log.info("resumed from %s at step %d", self.checkpointer.directory, step)
-      return state
+      return restored[1]
     state = self._init_state()
     init = self.cfg.init
     if init.previous_stage:
