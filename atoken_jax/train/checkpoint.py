@@ -194,7 +194,7 @@ class Checkpointer:
     if iterators and _has_item(self.directory, step, "data"):
       items["data"] = grain.checkpoint.CheckpointRestore(IteratorsState(iterators))
     try:
-      with _quiet_asyncio():
+      with quiet_logs("asyncio"):
         return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
     except DataStateMismatch:
       raise
@@ -219,7 +219,7 @@ class Checkpointer:
                                              dtype=m.dtype) if path_str(p) in where
                         else ocp.RestoreArgs(restore_type=np.ndarray)), sub)
     try:
-      with _quiet_asyncio():
+      with quiet_logs("asyncio"):
         return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
             item=item, restore_args=args, partial_restore=True)))["state"]
     except Exception as e:  # pylint: disable=broad-except
@@ -264,16 +264,19 @@ def _new_lineage_id() -> str:
 
 
 @contextlib.contextmanager
-def _quiet_asyncio():
-  """A failed read of a truncated TensorStore file makes asyncio log `Event loop is closed` for
-  every pending array; the failure itself is reported once by the caller."""
-  logger = logging.getLogger("asyncio")
-  level = logger.level
-  logger.setLevel(logging.CRITICAL)
+def quiet_logs(*names: str):
+  """Silences the named loggers for the duration. Orbax logs each unreadable file it meets
+  (absl), and a failed read of a truncated TensorStore file can make asyncio log `Event loop is
+  closed` for every pending array; callers report each skipped step once themselves."""
+  loggers = [logging.getLogger(n) for n in names]
+  levels = [lg.level for lg in loggers]
+  for lg in loggers:
+    lg.setLevel(logging.CRITICAL)
   try:
     yield
   finally:
-    logger.setLevel(level)
+    for lg, level in zip(loggers, levels):
+      lg.setLevel(level)
 
 
 def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:

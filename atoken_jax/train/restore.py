@@ -67,7 +67,6 @@ def load_run(workdir: str, step: int | None = None, ema: bool = False,
     raise FileNotFoundError(f"{workdir}: no such workdir")
   if not is_workdir(workdir):
     raise FileNotFoundError(f"{workdir} is not a training workdir (it has no checkpoints/)")
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
   which = "ema_params" if ema else "params"
 
   def attempt(s):
@@ -77,12 +76,14 @@ def load_run(workdir: str, step: int | None = None, ema: bool = False,
                                 {which: shardings} if shardings is not None else None)
     return config, out[which]
 
-  try:
-    got_step, (config, params), skipped = ckpt.newest(attempt, step)
-  except ckpt_lib.UnreadableCheckpoint as e:
-    raise ValueError(str(e)) from None
-  finally:
-    ckpt.manager.close()
+  with ckpt_lib.quiet_logs("absl", "asyncio"):  # each skipped step is reported once, below
+    ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
+    try:
+      got_step, (config, params), skipped = ckpt.newest(attempt, step)
+    except ckpt_lib.UnreadableCheckpoint as e:
+      raise ValueError(str(e)) from None
+    finally:
+      ckpt.manager.close()
   config = ml_collections.ConfigDict(config)
   run = Run(workdir, got_step, config, params, ema, _model_config(workdir, config),
             tuple(skipped))
