@@ -5,7 +5,7 @@
   atoken export   --workdir=DIR [--step=N] [--ema] --format=ml-atoken --out=FILE.safetensors
   atoken tokenize FILE... (--checkpoint=WORKDIR|DIR [--step=N] [--ema] | --ml-atoken=W --yaml=Y)
   atoken data prepare SRC DST
-  atoken eval     --config=experiments/eval_x.py[:arg] --checkpoint=WORKDIR|DIR|FILE [--step=N] [--ema]
+  atoken eval     --config=experiments/eval_x.py[:arg] --checkpoint=WORKDIR|DIR|FILE [--ema]
   atoken gs       train|eval|export ...   (the 3D Gaussian decoder; docs/gs3d.md)
 """
 from __future__ import annotations
