@@ -219,3 +219,13 @@ def test_export_eval_and_tokenize_read_a_workdir(run_dir, tmp_path, capsys):
                             "--out-dir", str(tmp_path / "tok")]) == 0
   assert sorted(os.listdir(tmp_path / "tok")) == ["img.png.latents.safetensors",
                                                   "img.png.recon.png"]
+
+
+def test_resume_with_a_new_task_refuses_naming_it(run_dir, tmp_path):
+  workdir = str(tmp_path / "w")
+  shutil.copytree(run_dir, workdir)
+  cfg = _cfg(total_steps=4)
+  cfg.tasks.image_extra = ml_collections.ConfigDict({"accum_steps": 1})
+  t = trainer_lib.Trainer(cfg, workdir, synthetic_data.factory(), devices=jax.devices()[:1])
+  with pytest.raises(resume.ResumeRefused, match=r"no data state for task\(s\) \['image_extra'\]"):
+    t.initial_state()
