@@ -102,13 +102,14 @@ def check(step: int, directory: str, saved_config: Mapping[str, Any], saved_layo
   allow = set(allow)
   allowed = {k: v for k, v in identity.items() if k in allow}
   refused = {k: v for k, v in identity.items() if k not in allow}
-  layout = layout_changes(saved_layout, abstract_state)
+  layout = sorted(layout_changes(saved_layout, abstract_state),
+                  key=lambda line: not line.startswith("params."))  # parameters first
   where = f"resuming {directory} at step {step}"
   if layout:
     named = f" - the config changes {_fmt(identity)}" if identity else ""
-    more = f" (+{len(layout) - 3} more)" if len(layout) > 3 else ""
+    more = f" (+{len(layout) - 2} more)" if len(layout) > 2 else ""
     raise ResumeRefused(
-        f"{where}: the parameter layout differs{named}; leaves: {'; '.join(layout[:3])}{more}. "
+        f"{where}: the parameter layout differs{named}; leaves: {'; '.join(layout[:2])}{more}. "
         f"Nothing was changed. To train the change, start a new workdir with "
         f"--config.init.previous_stage={directory.removesuffix('/checkpoints')}")
   if refused:
