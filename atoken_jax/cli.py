@@ -3,9 +3,9 @@
   atoken train    --config=experiments/stage1_image.py:tiny --workdir=DIR [--config.a.b=v ...]
   atoken sweep    --config=experiments/x.py[:arg] --workdir=ROOT [--launch]
   atoken export   --workdir=DIR [--step=N] [--ema] --format=ml-atoken --out=FILE.safetensors
-  atoken tokenize FILE... (--checkpoint=DIR | --ml-atoken=W.safetensors --yaml=Y.yaml)
+  atoken tokenize FILE... (--checkpoint=WORKDIR|DIR [--step=N] [--ema] | --ml-atoken=W --yaml=Y)
   atoken data prepare SRC DST
-  atoken eval     --config=experiments/eval_x.py[:arg] --checkpoint=...
+  atoken eval     --config=experiments/eval_x.py[:arg] --checkpoint=WORKDIR|DIR|FILE [--ema]
   atoken gs       train|eval|export ...   (the 3D Gaussian decoder; docs/gs3d.md)
 
 A refusal is one line on stderr, `atoken CMD: error: ...` (exit 2: wrong command line, 1: input

@@ -1,7 +1,8 @@
 """`atoken tokenize`: image / video files -> latents and reconstructions written beside them.
 
   atoken tokenize photo.jpg clip.mp4 --ml-atoken atoken-soc.safetensors --yaml atoken-soc.yaml
-  atoken tokenize photo.png --checkpoint DIR          # a directory written by Tokenizer.save
+  atoken tokenize photo.png --checkpoint DIR [--step N] [--ema]
+                             # an `atoken train` workdir, or a directory from Tokenizer.save
 
 For each input X it writes X.latents.safetensors (or .npz): mean / logvar (continuous models)
 or codes / indices (FSQ), coords (t, x, y, z) in ml-atoken's token order, and X.recon.png
@@ -60,19 +61,20 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 
 
 def _load_tokenizer(args):
-  import atoken_jax as aj  # pylint: disable=import-outside-toplevel
+  from atoken_jax.train import restore  # pylint: disable=import-outside-toplevel
   if args.checkpoint:
-    if not os.path.isfile(os.path.join(args.checkpoint, "config.json")):
-      raise FileNotFoundError(f"{args.checkpoint}: not a Tokenizer.save directory (no "
-                              "config.json)")
-    return aj.Tokenizer.load(args.checkpoint)
-  return aj.Tokenizer.from_ml_atoken(args.ml_atoken, args.yaml)
+    return restore.load_tokenizer(args.checkpoint, args.yaml or "", args.step, args.ema)
+  if args.ml_atoken and args.yaml:
+    return restore.load_tokenizer(args.ml_atoken, args.yaml)
+  raise ValueError("give --checkpoint DIR, or --ml-atoken FILE with --yaml FILE")
 
 
 def main(argv: list[str]) -> int:
   p = cli_errors.ArgumentParser(prog="atoken tokenize", description=__doc__.splitlines()[0])
   p.add_argument("files", nargs="+")
-  p.add_argument("--checkpoint", help="directory written by Tokenizer.save")
+  p.add_argument("--checkpoint", help="an `atoken train` workdir, or a Tokenizer.save directory")
+  p.add_argument("--step", type=int, default=None, help="workdir: this step (default: newest)")
+  p.add_argument("--ema", action="store_true", help="workdir: the EMA parameters")
   p.add_argument("--ml-atoken", help="ml-atoken weights (.safetensors or .pt)")
   p.add_argument("--yaml", help="ml-atoken YAML config")
   p.add_argument("--format", choices=["safetensors", "npz"], default="safetensors")

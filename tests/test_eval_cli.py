@@ -142,7 +142,7 @@ def test_checkpoint_forms(checkpoint, tmp_path):
         tok.cfg)}}}, f)
   again = cli.load_tokenizer(str(weights))
   assert again.cfg.encoder == tok.cfg.encoder and again.cfg.latent_dim == tok.cfg.latent_dim
-  with pytest.raises(FileNotFoundError, match="atoken export"):
+  with pytest.raises(FileNotFoundError, match="neither a training workdir"):
     cli.load_tokenizer(str(tmp_path))
   with pytest.raises(FileNotFoundError):
     cli.load_tokenizer(str(tmp_path / "missing.safetensors"))

@@ -16,7 +16,7 @@ from atoken_jax.tokenizer import dummy_inputs
 from atoken_jax.train import frozen as frozen_lib
 from atoken_jax.train import objective
 from atoken_jax.train import perceptual_inputs
-from atoken_jax.train import trainer as trainer_lib
+from atoken_jax.train import tokenizer_state
 from experiments import common
 from tests import synthetic_data
 
@@ -178,7 +178,7 @@ def test_the_loss_of_every_kind_is_sum_of_weight_times_its_reported_terms():
   synthetic batches: every active term is reported and the loss is Σ weight·term."""
   cfg = common.base("tiny")
   cfg.loss.update(rec=0.3, sem=0.8, kl=1e-2, l1=1.0, lpips=2.0, gram=5.0, clip=0.5)
-  model_cfg = trainer_lib.model_config_from(cfg)
+  model_cfg = tokenizer_state.model_config_from(cfg)
   spec, frozen = frozen_lib.load(cfg, model_cfg, seed=0)
   model = atoken_model.AToken(model_cfg)
   params = {"model": nn.meta.unbox(model.init({"params": jax.random.PRNGKey(0)},

@@ -62,3 +62,17 @@ def test_fsq_switch_copies_every_parameter(tmp_path):
     np.testing.assert_array_equal(a, b)
   assert int(s4.step) == 0
   assert int(t4.run().skipped) == 0
+
+
+def test_hand_off_between_layer_layouts_restacks_the_blocks(tmp_path):
+  """A per-layer previous stage hands off to a scanned (stacked-layer) run, every block kept."""
+  from atoken_jax.interop import layer_stacking
+  s1 = _trainer(_cfg(1, 48), tmp_path / "s1").run()
+  cfg = _cfg(2, 48, previous=str(tmp_path / "s1"))
+  cfg.model.scan_layers = True
+  s2 = _trainer(cfg, tmp_path / "s2").initial_state()
+  assert layer_stacking.is_stacked(jax.device_get(s2.params["model"]))
+  new = layer_stacking.unstack_layers(jax.device_get(s2.params["model"]))
+  for a, b in zip(jax.tree.leaves(jax.device_get(s1.ema_params["model"])), jax.tree.leaves(new),
+                  strict=True):
+    np.testing.assert_array_equal(a, b)

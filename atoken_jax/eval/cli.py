@@ -1,9 +1,12 @@
 """`atoken eval`: run an eval config on a checkpoint; write report.json, report.md and pictures.
 
   atoken eval --config experiments/eval_paper.py[:ARG] --checkpoint CKPT [--yaml Y.yaml]
+              [--step N] [--ema]
               [--out DIR] [--name NAME] [--no-progress] [--config.a.b=VALUE ...]
 
 CKPT is one of:
+  WORKDIR             an `atoken train` workdir: its newest readable checkpoint (or --step N),
+                      raw parameters (or the EMA with --ema)
   DIR                 from `Tokenizer.save` (config.json + model.safetensors)
   FILE.safetensors    ml-atoken weights (.safetensors or .pt, read weights-only): Apple's
                       release or `atoken export`'s output, with --yaml (default: FILE.yaml
@@ -23,33 +26,20 @@ import sys
 from typing import Sequence
 
 from atoken_jax import cli_errors, config_files
+from atoken_jax.train import restore as restore_lib
 
 
-def load_tokenizer(checkpoint: str, yaml_path: str = ""):
-  """See the module docstring for the accepted forms."""
-  from atoken_jax.tokenizer import Tokenizer  # pylint: disable=import-outside-toplevel
-  if checkpoint.startswith("random:"):
-    return Tokenizer.init_random(checkpoint.split(":", 1)[1] or "tiny")
-  if os.path.isdir(checkpoint):
-    if os.path.isfile(os.path.join(checkpoint, "config.json")):
-      return Tokenizer.load(checkpoint)
-    raise FileNotFoundError(
-        f"{checkpoint} has no config.json: for a training workdir run `atoken export --workdir "
-        f"{checkpoint} --out F.safetensors` first, then evaluate F.safetensors")
-  if os.path.isfile(checkpoint):
-    beside = os.path.splitext(checkpoint)[0] + ".yaml"
-    yaml_path = yaml_path or (beside if os.path.isfile(beside) else "")
-    if not yaml_path:
-      raise ValueError("an ml-atoken weight file needs --yaml (its architecture config)")
-    return Tokenizer.from_ml_atoken(checkpoint, yaml_path)
-  raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+load_tokenizer = restore_lib.load_tokenizer  # every checkpoint form; see the module doc
 
 
 def _parser() -> argparse.ArgumentParser:
   p = cli_errors.ArgumentParser(prog="atoken eval", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n", 1)[1])
-  p.add_argument("--checkpoint", required=True, help="DIR, ml-atoken FILE or random:PRESET")
+  p.add_argument("--checkpoint", required=True,
+                 help="training WORKDIR, Tokenizer.save DIR, ml-atoken FILE or random:PRESET")
+  p.add_argument("--step", type=int, default=None, help="WORKDIR: this step (default: newest)")
+  p.add_argument("--ema", action="store_true", help="WORKDIR: the EMA parameters")
   p.add_argument("--yaml", default="", help="ml-atoken YAML config (with a weight FILE)")
   p.add_argument("--out", default="", help="output directory")
   p.add_argument("--name", default="", help="method name in the tables")
@@ -62,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   cfg, rest = config_files.parse(argv)
   args = _parser().parse_args(rest)
-  tokenizer = load_tokenizer(args.checkpoint, args.yaml)
+  tokenizer = load_tokenizer(args.checkpoint, args.yaml, args.step, args.ema)
   ckpt = args.checkpoint
   out = args.out or cfg.get("output_dir", "") or (
       os.path.join(ckpt, "eval") if os.path.isdir(ckpt) else "eval")

@@ -1,6 +1,7 @@
 """`atoken gs`: train, evaluate and export the 3D Gaussian decoder.
 
   atoken gs train  --config=experiments/gs_decoder_alone.py:tiny --workdir=DIR [--config.x=v]
+                   [--allow_config_change=FIELD,...]
   atoken gs eval   (--workdir=DIR [--step=N] [--ema] | --gs-weights=F [--gs-yaml=Y])
                    --data=SPEC [--data=SPEC ...] [--features=ground_truth|tokenizer]
                    [--tokenizer-workdir=D | --ml-atoken=W --yaml=Y] [--size=N]
@@ -42,7 +43,7 @@ def train_main(argv: list[str]) -> int:
   from atoken_jax.gs3d import task  # pylint: disable=import-outside-toplevel
   from atoken_jax.train import launch  # pylint: disable=import-outside-toplevel
   cfg, args = launch.parse_run_args("atoken gs train", argv)
-  return launch.run_loop(task.GSTask, cfg, args.workdir)
+  return launch.run_loop(task.GSTask, cfg, args)
 
 
 def _run_tokenizer(run: dict):

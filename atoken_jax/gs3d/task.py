@@ -32,13 +32,12 @@ from atoken_jax.gs3d import weights as weights_lib
 from atoken_jax.model import atoken as atoken_model
 from atoken_jax.model import gaussian_decoder as net_lib
 from atoken_jax.model import gaussians
-from atoken_jax.train import checkpoint as ckpt_lib
 from atoken_jax.train import objective as main_objective
-from atoken_jax.train import state as state_lib
+from atoken_jax.train import restore as restore_lib
 from atoken_jax.train.task import Hook, MicroTask, Work
 
 log = logging.getLogger("atoken.gs3d")
-MODEL_CONFIG = "model_config.json"  # the tokenizer's ModelConfig, beside the checkpoints
+MODEL_CONFIG = restore_lib.MODEL_CONFIG  # the tokenizer's ModelConfig, beside the checkpoints
 
 
 # ------------------------------------------------------------------ config -> objects
@@ -273,27 +272,13 @@ class GSTask:
 
 
 def restore_run(workdir: str, step: int | None = None, ema: bool = False) -> dict[str, Any]:
-  """A GS run's checkpoint -> {"cfg", "step", "gs_cfg", "gs_params", "gs_constants",
-  "model_cfg" (None without a tokenizer), "model_params" (the jointly trained AToken groups;
-  {} otherwise)}, on one device (numpy)."""
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
-  if not ckpt.steps():
-    raise FileNotFoundError(f"no checkpoint under {workdir}/checkpoints")
-  cfg = ml_collections.ConfigDict(ckpt.restore_config(step))
-  model_cfg = None
-  if uses_tokenizer(cfg):
-    with open(os.path.join(workdir, MODEL_CONFIG)) as f:
-      model_cfg = config_lib.model_config_from_dict(json.load(f))
-  mesh = sharding_lib.make_mesh(data=1, devices=jax.devices()[:1])
-  gs_cfg = gs_config_from(cfg)
-  template = state_lib.StateTemplate(params_init_fn(cfg, gs_cfg, model_cfg), cfg.optim,
-                                     cfg.total_steps, cfg.seed, mesh)
-  got = ckpt.restore(ckpt_lib.abstract_with_shardings(template.abstract_state,
-                                                      template.shardings), None, step)
-  ckpt.close()
-  if got is None:
-    raise FileNotFoundError(f"no restorable checkpoint under {workdir}")
-  params = jax.device_get(got[1].ema_params if ema else got[1].params)
-  return {"cfg": cfg, "step": got[0], "gs_cfg": gs_cfg, "gs_params": params["gs"],
-          "gs_constants": jax.device_get(gs_constants(gs_cfg)),
-          "model_cfg": model_cfg, "model_params": params.get("model", {})}
+  """A GS run's checkpoint (`restore.load_run`) -> {"cfg", "step", "gs_cfg", "gs_params",
+  "gs_constants", "model_cfg" (None without a tokenizer), "model_params" (the jointly trained
+  AToken groups; {} otherwise)}, on the host (numpy)."""
+  run = restore_lib.load_run(workdir, step, ema)
+  if not run.is_gs:
+    raise ValueError(f"{workdir} is a tokenizer run, not a Gaussian-decoder run")
+  gs_cfg = gs_config_from(run.config)
+  return {"cfg": run.config, "step": run.step, "gs_cfg": gs_cfg, "gs_params": run.params["gs"],
+          "gs_constants": jax.device_get(gs_constants(gs_cfg)), "model_cfg": run.model_cfg,
+          "model_params": run.params.get("model", {})}

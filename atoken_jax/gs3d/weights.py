@@ -8,15 +8,9 @@ random weights for tiny runs.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
-import jax
-import ml_collections
-
 from atoken_jax import config as config_lib
-from atoken_jax import sharding as sharding_lib
-from atoken_jax.train import checkpoint as ckpt_lib
 
 log = logging.getLogger("atoken.gs3d")
 
@@ -38,24 +32,17 @@ def load_lpips(cfg) -> dict:
   return perceptual.random_lpips_params(cfg.loss.lpips_net, cfg.seed)
 
 
-def load_tokenizer(cfg, mesh=None) -> tuple[config_lib.ModelConfig, Any]:
+def load_tokenizer(cfg) -> tuple[config_lib.ModelConfig, Any]:
   """-> (model config, AToken params) from cfg.tokenizer: an `atoken train` workdir, Apple's
   weights, or (tiny only) random weights."""
   t = cfg.tokenizer
   if t.workdir:
-    from atoken_jax.train import tokenizer_state  # pylint: disable=import-outside-toplevel
-    ckpt = ckpt_lib.Checkpointer(os.path.join(t.workdir, "checkpoints"), async_save=False)
-    step = None if t.step < 0 else int(t.step)
-    tcfg = ml_collections.ConfigDict(ckpt.restore_config(step))
-    mesh = mesh or sharding_lib.make_mesh(data=1, devices=jax.devices()[:1])
-    template = tokenizer_state.state_template(tcfg, mesh)
-    got = ckpt.restore(ckpt_lib.abstract_with_shardings(template.abstract_state,
-                                                        template.shardings), None, step)
-    ckpt.close()
-    if got is None:
-      raise FileNotFoundError(f"no restorable checkpoint under {t.workdir}")
-    state = got[1]
-    return template.model_cfg, (state.ema_params if t.use_ema else state.params)["model"]
+    from atoken_jax.train import restore  # pylint: disable=import-outside-toplevel
+    run = restore.load_run(t.workdir, None if t.step < 0 else int(t.step), ema=t.use_ema)
+    if run.is_gs:
+      raise ValueError(f"config.tokenizer.workdir={t.workdir} is a Gaussian-decoder run, not a "
+                       "tokenizer run")
+    return run.model_cfg, run.params["model"]
   from atoken_jax.tokenizer import Tokenizer  # pylint: disable=import-outside-toplevel
   if t.ml_atoken:
     tok = Tokenizer.from_ml_atoken(t.ml_atoken, t.yaml)

@@ -90,7 +90,14 @@ def save_state_dict(state: Mapping[str, np.ndarray], path: str | os.PathLike,
     torch.save({k: _numpy_to_tensor(v) for k, v in state.items()}, tmp)
   else:
     raise ValueError(f"{path}: unknown checkpoint format; use .safetensors or .pt")
+  os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates 0600; give the user's usual mode
   os.replace(tmp, path)  # never leave a half-written file under the final name
+
+
+def _umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:

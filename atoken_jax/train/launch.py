@@ -44,19 +44,25 @@ def parse_run_args(prog: str, argv: Sequence[str], launch_flag: bool = False):
   cfg, rest = config_files.parse(argv)
   p = cli_errors.ArgumentParser(prog=prog)
   p.add_argument("--workdir", required=True, help="output directory (checkpoints, events)")
+  p.add_argument("--allow_config_change", "--allow-config-change", default="",
+                 help="comma-separated fields that may differ from the checkpoint's on resume "
+                      "while the parameter layout stays the same (e.g. model.dtype); see "
+                      "atoken_jax/train/resume.py")
   if launch_flag:
     p.add_argument("--launch", action="store_true", help="run the runs one after another here")
   return cfg, p.parse_args(rest)
 
 
-def run_loop(make_task, cfg, workdir: str) -> int:
-  """Trains `make_task(cfg)` in `workdir` with the one loop: 0 when done or preempted (resume
-  with the same command). Refusals propagate to the CLI's one-line boundary (`cli_errors`)."""
+def run_loop(make_task, cfg, args) -> int:
+  """Trains `make_task(cfg)` in `args.workdir` with the one loop: 0 when done or preempted
+  (resume with the same command). Refusals propagate to the CLI's one-line boundary
+  (`cli_errors`)."""
   from atoken_jax.train import loop as loop_lib  # pylint: disable=import-outside-toplevel
   setup_logging()
   setup_distributed(cfg)
   try:
-    loop_lib.Loop(make_task(cfg), workdir).run()
+    allowed = tuple(f for f in args.allow_config_change.split(",") if f)
+    loop_lib.Loop(make_task(cfg), args.workdir, allow_config_change=allowed).run()
   except loop_lib.Preempted as e:
     logging.warning("stopped by SIGTERM after step %s; resume with the same command", e)
   return 0
@@ -66,7 +72,7 @@ def train_main(argv: Sequence[str]) -> int:
   """`atoken train`; argv excludes the program name."""
   from atoken_jax.train import tokenizer_task  # pylint: disable=import-outside-toplevel
   cfg, args = parse_run_args("atoken train", argv)
-  return run_loop(tokenizer_task.TokenizerTask, cfg, args.workdir)
+  return run_loop(tokenizer_task.TokenizerTask, cfg, args)
 
 
 def sweep_runs(cfg) -> list[tuple[str, dict]]:

@@ -29,6 +29,7 @@ from atoken_jax import sharding as sharding_lib
 from atoken_jax.train import checkpoint as ckpt_lib
 from atoken_jax.train import metrics as metrics_lib
 from atoken_jax.train import optimizer as optimizer_lib
+from atoken_jax.train import resume as resume_lib
 from atoken_jax.train import state as state_lib
 from atoken_jax.train import step as step_lib
 from atoken_jax.train.task import MicroTask, Task
@@ -64,9 +65,11 @@ class Loop:
 
   After a run: `last_report` (the newest reported scalars), `history` (every report)."""
 
-  def __init__(self, task: Task, workdir: str, devices: Sequence[jax.Device] | None = None):
+  def __init__(self, task: Task, workdir: str, devices: Sequence[jax.Device] | None = None,
+               allow_config_change: Sequence[str] = ()):
     cfg = task.cfg
     self.task, self.cfg, self.workdir = task, cfg, os.path.abspath(workdir)
+    self.allow_config_change = tuple(allow_config_change)  # see train/resume.py
     os.makedirs(self.workdir, exist_ok=True)
     # ---------------------------------------------------------------- mesh
     self.mesh = make_mesh(cfg.mesh, devices)
@@ -101,14 +104,14 @@ class Loop:
 
   # ------------------------------------------------------------------ state
   def initial_state(self) -> state_lib.TrainState:
-    """The newest good checkpoint in the workdir; else a fresh state, initialised as the task
-    says (previous stage, SigLIP2, released weights)."""
+    """The newest good checkpoint in the workdir (refused if the config changes the model or
+    the parameter layout, `resume.py`); else a fresh state, initialised as the task says
+    (previous stage, SigLIP2, released weights)."""
     target = ckpt_lib.abstract_with_shardings(self.abstract_state, self.state_shardings)
-    restored = self.checkpointer.restore(target, self.iterators)
+    restored = resume_lib.restore_latest(self.checkpointer, target, self.iterators, self.cfg,
+                                         self.allow_config_change)
     if restored is not None:
-      step, state, _ = restored
-      log.info("resumed from %s at step %d", self.checkpointer.directory, step)
-      self._saved_step = step
+      self._saved_step, state = restored[0], restored[1]
       return state
     return self.task.initialize(self, self.template.init_sharded())
 

@@ -23,8 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from atoken_jax.interop import layer_stacking
-from atoken_jax.train import checkpoint as ckpt_lib
-from atoken_jax.train import tokenizer_state
+from atoken_jax.train import restore as restore_lib
 
 log = logging.getLogger(__name__)
 
@@ -44,44 +43,32 @@ def expand_latent(prev: dict, fresh: dict, old_c: int, new_c: int) -> dict:
   return out
 
 
-def _previous_trainer_state(loop, workdir: str, step: int | None):
-  """Restores the previous stage's params (EMA or raw) onto this run's mesh."""
-  import ml_collections  # pylint: disable=import-outside-toplevel
-  model_cfg = loop.task.model_cfg
-  prev_ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
-  prev_cfg = ml_collections.ConfigDict(prev_ckpt.restore_config(step))
-  prev_model_cfg = tokenizer_state.model_config_from(prev_cfg).replace(
-      scan_layers=model_cfg.scan_layers)
-  if prev_model_cfg.encoder != model_cfg.encoder or prev_model_cfg.decoder != model_cfg.decoder:
-    raise ValueError("the previous stage's encoder/decoder shapes differ from this run's "
-                     f"({prev_model_cfg.encoder} vs {model_cfg.encoder})")
-  template = tokenizer_state.state_template(prev_cfg, loop.mesh)
-  target = ckpt_lib.abstract_with_shardings(template.abstract_state, template.shardings)
-  got = prev_ckpt.restore(target, None, step)
-  if got is None:
-    raise FileNotFoundError(f"no checkpoint in the previous stage's workdir {workdir}")
-  prev_step, prev_state, _ = got
-  prev_ckpt.close()
-  return prev_step, prev_state, prev_model_cfg
-
-
 def restore_previous_stage(loop, state):
   init = loop.cfg.init
-  prev_step, prev_state, prev_cfg = _previous_trainer_state(
-      loop, init.previous_stage, None if init.previous_step < 0 else init.previous_step)
-  src = prev_state.ema_params if init.use_ema else prev_state.params
-  model = src["model"]
-  if prev_cfg.latent_dim != loop.task.model_cfg.latent_dim:
+  run = restore_lib.load_run(init.previous_stage,
+                             None if init.previous_step < 0 else init.previous_step,
+                             ema=init.use_ema, shardings=loop.state_shardings.params)
+  prev_cfg = run.model_cfg
+  model_cfg = loop.task.model_cfg
+  if prev_cfg.encoder != model_cfg.encoder or prev_cfg.decoder != model_cfg.decoder:
+    raise ValueError(f"the previous stage {init.previous_stage} has encoder/decoder "
+                     f"{prev_cfg.encoder} / {prev_cfg.decoder}, this run "
+                     f"{model_cfg.encoder} / {model_cfg.decoder}")
+  model = run.params["model"]
+  if prev_cfg.scan_layers != model_cfg.scan_layers:
+    model = (layer_stacking.stack_layers if model_cfg.scan_layers
+             else layer_stacking.unstack_layers)(model)
+  if prev_cfg.latent_dim != model_cfg.latent_dim:
     model = expand_latent(model, state.params["model"], prev_cfg.latent_dim,
-                          loop.task.model_cfg.latent_dim)
-  params = {"model": model, "siglip": src["siglip"]}
+                          model_cfg.latent_dim)
+  params = {"model": model, "siglip": run.params["siglip"]}
   params = jax.device_put(params, loop.state_shardings.params)
   _append_lineage(loop.workdir, {
-      "from_workdir": os.path.abspath(init.previous_stage), "from_step": int(prev_step),
+      "from_workdir": run.workdir, "from_step": int(run.step),
       "used_ema": bool(init.use_ema), "latent": [prev_cfg.latent_dim,
-                                                 loop.task.model_cfg.latent_dim],
-      "quantizer": [prev_cfg.quantizer, loop.task.model_cfg.quantizer]})
-  log.info("initialised from %s step %d", init.previous_stage, prev_step)
+                                                 model_cfg.latent_dim],
+      "quantizer": [prev_cfg.quantizer, model_cfg.quantizer]})
+  log.info("initialised from %s step %d", init.previous_stage, run.step)
   return state.replace(params=params, ema_params=_copy(params))
 
 

@@ -18,8 +18,14 @@ from atoken_jax.train import state as state_lib
 
 
 def model_config_from(cfg: ml_collections.ConfigDict) -> config_lib.ModelConfig:
-  """The run's ModelConfig: `cfg.model` holds exactly its fields (`experiments/common.py`)."""
-  return config_lib.model_config_from_dict(cfg.model.to_dict())
+  """The run's ModelConfig: `cfg.model` holds exactly its fields (`experiments/common.py`).
+
+  Configs saved before that (a `preset` name plus a few fields) are read too."""
+  fields = cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else dict(cfg.model)
+  if "preset" in fields:  # the earlier layout
+    fields = {**config_lib.model_config_to_dict(config_lib.model_config(fields.pop("preset"))),
+              **fields}
+  return config_lib.model_config_from_dict(fields)
 
 
 def params_init_fn(cfg: ml_collections.ConfigDict,
