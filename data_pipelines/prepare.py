@@ -136,17 +136,12 @@ def main(argv=None) -> int:
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   if not os.path.isdir(args.src):
-    print(f"error: {args.src} is not a folder", file=sys.stderr)
-    return 2
+    raise cli_errors.UsageError(f"{args.src} is not a folder")
   try:
     manifest = prepare(args.src, args.dst, args.views, args.workers, args.seed, args.shard_mb,
                        progress=not args.no_progress, overwrite=args.overwrite)
-  except dataset_dir.DatasetError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  except OSError as e:
-    print(f"error: cannot write {args.dst}: {e.strerror or e}", file=sys.stderr)
-    return 2
+  except OSError as e:  # refused by the CLI's boundary in one line (`cli_errors`)
+    raise cli_errors.UserError(f"cannot write {args.dst}: {e.strerror or e}") from None
   print(summary(manifest))
   if not manifest["counts"]:
     print(f"nothing usable in {args.src}: {args.dst} left as it was", file=sys.stderr)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from atoken_jax import cli
 from data_pipelines import dataset_dir, default_task_config, prepare, sources
 from data_pipelines.arrayrecord_io import ShardWriter
 
@@ -163,10 +164,11 @@ def test_prepare_refuses_bad_destinations_with_one_line(tmp_path, capsys, old_da
   for target, expected in ((str(a_file), "is a file, not a folder"),
                            (dst, "already holds a prepared dataset (use --overwrite)"),
                            (str(other), "holds 'notes.txt', which is not part of a prepared")):
-    assert prepare.main([src, target, "--no-progress", "--overwrite"] if target == str(other)
-                        else [src, target, "--no-progress"]) == 2
+    argv = ["atoken", "data", "prepare", src, target, "--no-progress"]
+    assert cli.main(argv + ["--overwrite"] if target == str(other) else argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and expected in err and "Traceback" not in err
+    assert err.startswith("atoken data prepare: error: ")
   assert a_file.read_text() == "keep me" and (other / "notes.txt").read_text() == "keep me too"
   assert _snapshot(dst) == before
 

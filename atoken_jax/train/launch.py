@@ -41,7 +41,7 @@ def setup_distributed(cfg) -> None:
 
 def parse_run_args(prog: str, argv: Sequence[str], launch_flag: bool = False):
   """-> (config, argparse namespace with .workdir [and .launch])."""
-  cfg, rest = config_files.parse(argv)
+  spec, overrides, rest = config_files.split_argv(argv)
   p = cli_errors.ArgumentParser(prog=prog)
   p.add_argument("--workdir", required=True, help="output directory (checkpoints, events)")
   p.add_argument("--allow_config_change", "--allow-config-change", default="",
@@ -50,7 +50,10 @@ def parse_run_args(prog: str, argv: Sequence[str], launch_flag: bool = False):
                       "atoken_jax/train/resume.py")
   if launch_flag:
     p.add_argument("--launch", action="store_true", help="run the runs one after another here")
-  return cfg, p.parse_args(rest)
+  args = p.parse_args(rest)  # an unknown flag or a missing --workdir is named first
+  if spec is None:
+    raise cli_errors.UsageError(f"{prog} needs --config=FILE.py[:arg] or --config=NAME[:arg]")
+  return config_files.load(spec, overrides), args
 
 
 def run_loop(make_task, cfg, args) -> int:
