@@ -13,10 +13,11 @@ import ml_collections
 import numpy as np
 import pytest
 
+from atoken_jax import cli
 from atoken_jax.train import export as export_lib
+from atoken_jax.train import loop as loop_lib
 from atoken_jax.train import restore
 from atoken_jax.train import resume
-from atoken_jax.train import loop as loop_lib
 from atoken_jax.train import tokenizer_task
 from experiments import common
 from tests import synthetic_data
@@ -187,9 +188,10 @@ def test_resume_skips_unreadable_steps_but_never_starts_afresh_over_them(run_dir
 
 def test_missing_workdir_is_one_error_and_creates_nothing(tmp_path, capsys):
   missing = tmp_path / "nope"
-  assert export_lib.main(["--workdir", str(missing), "--out", str(tmp_path / "x.safetensors")]
-                         ) == 1
-  assert "no such workdir" in capsys.readouterr().err
+  assert cli.main(["atoken", "export", "--workdir", str(missing),
+                   "--out", str(tmp_path / "x.safetensors")]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith("atoken export: error: ") and "no such workdir" in err
   assert not missing.exists() and not (tmp_path / "x.safetensors").exists()
   empty = tmp_path / "empty"
   empty.mkdir()

@@ -43,14 +43,16 @@ def parse_run_args(prog: str, argv: Sequence[str], launch_flag: bool = False):
   """-> (config, argparse namespace with .workdir [and .launch])."""
   spec, overrides, rest = config_files.split_argv(argv)
   p = cli_errors.ArgumentParser(prog=prog)
-  p.add_argument("--workdir", required=True, help="output directory (checkpoints, events)")
+  p.add_argument("--workdir", help="output directory (checkpoints, events)")
   p.add_argument("--allow_config_change", "--allow-config-change", default="",
                  help="comma-separated fields that may differ from the checkpoint's on resume "
                       "while the parameter layout stays the same (e.g. model.dtype); see "
                       "atoken_jax/train/resume.py")
   if launch_flag:
     p.add_argument("--launch", action="store_true", help="run the runs one after another here")
-  args = p.parse_args(rest)  # an unknown flag or a missing --workdir is named first
+  args = p.parse_args(rest)  # an unknown flag is named first
+  if not args.workdir:
+    raise cli_errors.UsageError(f"{prog} needs --workdir=DIR")
   if spec is None:
     raise cli_errors.UsageError(f"{prog} needs --config=FILE.py[:arg] or --config=NAME[:arg]")
   return config_files.load(spec, overrides), args
