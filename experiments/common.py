@@ -29,7 +29,7 @@ def base(preset: str) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       preset=preset, latent_dim=32, quantizer="", scan_layers=not tiny,
       remat="none" if tiny else "dots", dtype="float32" if tiny else "bfloat16",
-      attention_kv_chunk=0 if tiny else 1024, decoder_kv_cache_frames=0))
+      attention_impl="auto", decoder_kv_cache_frames=0))
   c.init = ml_collections.ConfigDict(dict(
       siglip2="",          # a Hugging Face SigLIP2 directory or .safetensors (stage 1)
       previous_stage="",   # the previous stage's workdir (stages 2-4)

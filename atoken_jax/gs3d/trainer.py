@@ -215,8 +215,6 @@ class GSTrainer:
     tokenizer = uses_tokenizer(cfg)
     model_cfg, self._model_params = (weights_lib.load_tokenizer(cfg, self.mesh) if tokenizer
                                      else (None, None))
-    if model_cfg is not None and cfg.data.row_len > 2048 and not model_cfg.attention_kv_chunk:
-      model_cfg = model_cfg.replace(attention_kv_chunk=1024)  # full attention over long rows
     if model_cfg is not None and cfg.tokenizer.get("remat"):
       model_cfg = model_cfg.replace(remat=cfg.tokenizer.remat)
     self.template = GSTemplate(cfg, self.mesh, model_cfg)

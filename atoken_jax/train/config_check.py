@@ -51,7 +51,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
          "must be 'none', 'full' or 'dots'")
   _check(cfg, "model.dtype", lambda v: v in ("float32", "bfloat16", "float16"),
          "must be float32, bfloat16 or float16")
-  _check(cfg, "model.attention_kv_chunk", lambda v: v >= 0, "must be >= 0")
+  _check(cfg, "model.attention_impl", lambda v: v in config_lib.ATTENTION_IMPLS,
+         f"must be one of {config_lib.ATTENTION_IMPLS}")
   for axis in ("data", "fsdp", "tensor"):
     _check(cfg, f"mesh.{axis}", lambda v: isinstance(v, int) and (v == -1 or v > 0),
            "must be a positive integer or -1")
@@ -75,3 +76,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
            "must be an integer >= 0")
   if not any(t.accum_steps > 0 for t in tasks.values()):
     raise ConfigError("config.tasks: every task has accum_steps = 0; nothing would train")
+  cache = cfg.model.get("decoder_kv_cache_frames", 0)
+  for name, t in tasks.items():
+    data = t.get("data")
+    if data is not None and data.get("kv_cache_frames", 0) != cache:
+      raise ConfigError(f"config.tasks.{name}.data.kv_cache_frames = "
+                        f"{data.get('kv_cache_frames', 0)} must equal model.decoder_kv_cache_frames"
+                        f" = {cache}: the attention block table must cover the decoder's KV cache")

@@ -55,7 +55,7 @@ def model_config_from(cfg: ml_collections.ConfigDict) -> config_lib.ModelConfig:
   return config_lib.model_config(
       m.preset, latent_dim=m.latent_dim, quantizer=m.quantizer or None,
       scan_layers=m.scan_layers, remat=m.remat, dtype=m.dtype,
-      attention_kv_chunk=m.attention_kv_chunk, decoder_kv_cache_frames=m.decoder_kv_cache_frames)
+      attention_impl=m.attention_impl, decoder_kv_cache_frames=m.decoder_kv_cache_frames)
 
 
 def setup_distributed(cfg: ml_collections.ConfigDict) -> None:
