@@ -12,7 +12,7 @@ Table layout (static shapes, bucketed so one compile serves many batches):
     the chunks that hold a live pair (C is a shape bucket, not a trip count); padding pairs
     inside a partly filled chunk are computed fully masked (`pairs_computed` counts them).
   attn_kv_counts [B, n_blocks] int32: live key blocks per query block (0 = a block of padding).
-    Its width tells the kernel the block size: block_len = L / n_blocks.
+    Its width tells the kernel the block size: block_len = L / n_blocks (a divisor of L).
 
 A superset of the needed pairs is always exact (the attention mask still applies inside a
 visited pair); only a missing pair would be wrong, so every group's range is taken as
@@ -41,6 +41,12 @@ def bucket_chunks(n: int) -> int:
   power = 1 << (n.bit_length() - 3)  # n / power lies in [4, 8)
   rung = -(-n // power)
   return rung * power if rung % 2 == 0 or rung < 8 else (rung + 1) * power
+
+
+def divisor_block(length: int, block_len: int) -> int:
+  """The block actually used for rows of `length`: the largest divisor of `length` that is at
+  most `block_len` (the kernel reads block_len = L / n_blocks from the table's shape)."""
+  return max(d for d in range(1, min(block_len, length) + 1) if length % d == 0)
 
 
 def default_chunk(block_len: int, n_blocks: int) -> int:
@@ -116,7 +122,7 @@ def block_table(segment_ids: np.ndarray, block_len: int = DEFAULT_BLOCK_LEN, *,
 
   Args:
     segment_ids: [B, L] int attention groups, 0 = padding (tokens of a group contiguous).
-    block_len: tokens per block; L need not be a multiple (the last block is short).
+    block_len: tokens per block; when L is not a multiple, the largest divisor of L below it.
     sample_ids, tile_index, coords: [B, L], [B, L], [B, L, 4]; needed only with cache_frames.
     cache_frames: > 0 adds the decoder KV-cache pairs (tiles see the previous tile's last
       `cache_frames` latent frames); the table then covers both the encoder's and the decoder's
@@ -133,7 +139,8 @@ def block_table(segment_ids: np.ndarray, block_len: int = DEFAULT_BLOCK_LEN, *,
     raise ValueError(f"segment_ids must be [B, L] and block_len >= 1, got {seg.shape}, "
                      f"{block_len}")
   b, length = seg.shape
-  n_blocks = -(-length // block_len)
+  block_len = divisor_block(length, block_len)
+  n_blocks = length // block_len
   chunk = chunk or default_chunk(block_len, n_blocks)
   rows, counts = [], np.zeros((b, n_blocks), np.int32)
   for r in range(b):
@@ -169,7 +176,7 @@ def pairs_computed(table: dict[str, np.ndarray], length: int) -> int:
   chunks as the fullest row has, each chunk a full G slots (padding pairs computed masked),
   each pair block_len^2."""
   pairs, counts = table["attn_pairs"], table["attn_kv_counts"]
-  block_len = -(-length // counts.shape[1])
+  block_len = length // counts.shape[1]
   b, _, g, _ = pairs.shape
   return int(b * int(live_chunks(pairs).max(initial=0)) * g) * block_len ** 2
 

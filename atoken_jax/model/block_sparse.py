@@ -21,9 +21,9 @@ _NEG = -1e30
 
 
 def _block(a: jax.Array, n_blocks: int, block_len: int) -> jax.Array:
-  """[B, L, ...] -> [B, n_blocks + 1, block_len, ...]: zero-padded, plus one dummy block."""
-  pad = (n_blocks + 1) * block_len - a.shape[1]
-  a = jnp.pad(a, [(0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 2))
+  """[B, L, ...] -> [B, n_blocks + 1, block_len, ...]: plus one zero dummy block (the target of
+  padding pairs)."""
+  a = jnp.pad(a, [(0, 0), (0, block_len)] + [(0, 0)] * (a.ndim - 2))
   return a.reshape(a.shape[0], n_blocks + 1, block_len, *a.shape[2:])
 
 
@@ -36,21 +36,22 @@ def block_sparse_attention(q, k, v, q_info, k_info, mask_fn, pairs, n_blocks: in
     q_info, k_info: pytrees of per-token [B, L, ...] metadata for `mask_fn`.
     mask_fn: (q_info, k_info) -> [N, Lq, Lk] bool, applied to [N, block_len] slices.
     pairs: [B, C, G, 2] int32 (query block, key block), (-1, -1) = padding.
-    n_blocks: blocks per row (block_len = ceil(L / n_blocks)).
+    n_blocks: blocks per row, a divisor of L (block_len = L / n_blocks).
     softcap: tanh soft-capping of the scores.
 
   Returns:
     [B, L, H, D] in q's dtype.
   """
   b, length, h, d = q.shape
-  block_len = -(-length // n_blocks)
+  if length % n_blocks:
+    raise ValueError(f"a row of {length} tokens cannot be cut into {n_blocks} equal blocks")
+  block_len = length // n_blocks
   blk = functools.partial(_block, n_blocks=n_blocks, block_len=block_len)
-  key_ok = blk(jnp.ones((b, length), bool))
   idx = jnp.where(pairs < 0, n_blocks, pairs).astype(jnp.int32)
   n_live = jnp.max(jnp.sum(jnp.any(pairs[..., 0] >= 0, -1), -1)).astype(jnp.int32)
   out = _attend(mask_fn, softcap, blk(q), blk(k), blk(v), jax.tree.map(blk, q_info),
-                jax.tree.map(blk, k_info), key_ok, idx, n_live)
-  return out[:, :n_blocks].reshape(b, n_blocks * block_len, h, d)[:, :length]
+                jax.tree.map(blk, k_info), idx, n_live)
+  return out[:, :n_blocks].reshape(b, length, h, d)
 
 
 def _gather(tree, index):
@@ -66,20 +67,20 @@ def _pair_scores(qg, kg, scale, softcap):
   return softcap * t, t
 
 
-def _pair_mask(mask_fn, qinfo, kinfo, key_ok, qi, ki, n_blocks):
-  """[G, H=1, bq, bk] bool: the mask of each pair, false for padding pairs and padded keys."""
-  m = mask_fn(_gather(qinfo, qi), _gather(kinfo, ki)) & key_ok[ki][:, None, :]
+def _pair_mask(mask_fn, qinfo, kinfo, qi, ki, n_blocks):
+  """[G, H=1, bq, bk] bool: the mask of each pair, false for padding pairs."""
+  m = mask_fn(_gather(qinfo, qi), _gather(kinfo, ki))
   return (m & (qi < n_blocks)[:, None, None])[:, None]
 
 
-def _forward(mask_fn, softcap, qb, kb, vb, qinfo, kinfo, key_ok, idx, n_live):
+def _forward(mask_fn, softcap, qb, kb, vb, qinfo, kinfo, idx, n_live):
   b, nb1, bl, h, d = qb.shape
   scale = d ** -0.5
 
-  def row_step(m, l, acc, qb, kb, vb, qinfo, kinfo, key_ok, pc):
+  def row_step(m, l, acc, qb, kb, vb, qinfo, kinfo, pc):
     qi, ki = pc[:, 0], pc[:, 1]
     s, _ = _pair_scores(qb[qi], kb[ki], scale, softcap)
-    mask = _pair_mask(mask_fn, qinfo, kinfo, key_ok, qi, ki, nb1 - 1)
+    mask = _pair_mask(mask_fn, qinfo, kinfo, qi, ki, nb1 - 1)
     s = jnp.where(mask, s, _NEG)
     m_old = m[qi]
     m_new = jnp.maximum(m_old, s.max(-1))
@@ -93,7 +94,7 @@ def _forward(mask_fn, softcap, qb, kb, vb, qinfo, kinfo, key_ok, idx, n_live):
 
   def body(c, carry):
     pc = jax.lax.dynamic_index_in_dim(idx, c, axis=1, keepdims=False)  # [B, G, 2]
-    return jax.vmap(row_step)(*carry, qb, kb, vb, qinfo, kinfo, key_ok, pc)
+    return jax.vmap(row_step)(*carry, qb, kb, vb, qinfo, kinfo, pc)
 
   init = (jnp.full((b, nb1, h, bl), _NEG, jnp.float32), jnp.zeros((b, nb1, h, bl), jnp.float32),
           jnp.zeros((b, nb1, bl, h, d), jnp.float32))
@@ -105,28 +106,28 @@ def _forward(mask_fn, softcap, qb, kb, vb, qinfo, kinfo, key_ok, idx, n_live):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _attend(mask_fn, softcap, qb, kb, vb, qinfo, kinfo, key_ok, idx, n_live):
-  return _forward(mask_fn, softcap, qb, kb, vb, qinfo, kinfo, key_ok, idx, n_live)[0]
+def _attend(mask_fn, softcap, qb, kb, vb, qinfo, kinfo, idx, n_live):
+  return _forward(mask_fn, softcap, qb, kb, vb, qinfo, kinfo, idx, n_live)[0]
 
 
-def _attend_fwd(mask_fn, softcap, qb, kb, vb, qinfo, kinfo, key_ok, idx, n_live):
-  out, lse = _forward(mask_fn, softcap, qb, kb, vb, qinfo, kinfo, key_ok, idx, n_live)
-  return out, (qb, kb, vb, qinfo, kinfo, key_ok, idx, n_live, out, lse)
+def _attend_fwd(mask_fn, softcap, qb, kb, vb, qinfo, kinfo, idx, n_live):
+  out, lse = _forward(mask_fn, softcap, qb, kb, vb, qinfo, kinfo, idx, n_live)
+  return out, (qb, kb, vb, qinfo, kinfo, idx, n_live, out, lse)
 
 
 def _attend_bwd(mask_fn, softcap, res, g):
-  qb, kb, vb, qinfo, kinfo, key_ok, idx, n_live, out, lse = res
+  qb, kb, vb, qinfo, kinfo, idx, n_live, out, lse = res
   d = qb.shape[-1]
   scale = d ** -0.5
   dt = qb.dtype
   delta = jnp.einsum("bnqhd,bnqhd->bnhq", g.astype(jnp.float32), out.astype(jnp.float32))
   g = g.astype(dt)
 
-  def row_step(dq, dk, dv, qb, kb, vb, qinfo, kinfo, key_ok, g, lse, delta, pc):
+  def row_step(dq, dk, dv, qb, kb, vb, qinfo, kinfo, g, lse, delta, pc):
     qi, ki = pc[:, 0], pc[:, 1]
     qg, kg, vg, gg = qb[qi], kb[ki], vb[ki], g[qi]
     s, t = _pair_scores(qg, kg, scale, softcap)
-    mask = _pair_mask(mask_fn, qinfo, kinfo, key_ok, qi, ki, qb.shape[0] - 1)
+    mask = _pair_mask(mask_fn, qinfo, kinfo, qi, ki, qb.shape[0] - 1)
     p = jnp.where(mask, jnp.exp(s - lse[qi][..., None]), 0.0)  # [G, H, bq, bk]
     dv_g = jnp.einsum("ghqk,gqhd->gkhd", p.astype(dt), gg, preferred_element_type=jnp.float32)
     dp = jnp.einsum("gqhd,gkhd->ghqk", gg, vg, preferred_element_type=jnp.float32)
@@ -140,12 +141,11 @@ def _attend_bwd(mask_fn, softcap, res, g):
 
   def body(c, carry):
     pc = jax.lax.dynamic_index_in_dim(idx, c, axis=1, keepdims=False)
-    return jax.vmap(row_step)(*carry, qb, kb, vb, qinfo, kinfo, key_ok, g, lse, delta, pc)
+    return jax.vmap(row_step)(*carry, qb, kb, vb, qinfo, kinfo, g, lse, delta, pc)
 
   zeros = jnp.zeros(qb.shape, jnp.float32)
   dq, dk, dv = jax.lax.fori_loop(0, n_live, body, (zeros, zeros, zeros))
-  return (dq.astype(dt), dk.astype(kb.dtype), dv.astype(vb.dtype), None, None, None, None,
-          None)
+  return dq.astype(dt), dk.astype(kb.dtype), dv.astype(vb.dtype), None, None, None, None
 
 
 _attend.defvjp(_attend_fwd, _attend_bwd)
