@@ -16,7 +16,7 @@ PATCH_DIM = PATCH_T * PATCH_HW * PATCH_HW * 3  # 3072
 FRAME_PATCH_DIM = PATCH_HW * PATCH_HW * 3  # 768: one frame of a patch; also a voxel feature
 POS_GRID = 16  # the learned position table is 16 x 16
 VOXEL_GRID = 64  # 3D assets live in a 64^3 grid over [-0.5, 0.5]^3
-ATTENTION_IMPLS = ("auto", "dense", "block_sparse")
+ATTENTION_IMPLS = ("auto", "dense", "block_sparse", "splash")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,9 +56,10 @@ class ModelConfig:
       in float32. param_dtype: storage dtype of the parameters (float32 master weights).
     scan_layers: stack each trunk's blocks and run them with `nn.scan` (one compiled block).
     remat: activation checkpointing policy per block: "none", "full" or "dots" (save matmuls).
-    attention_impl: "auto" (the platform's choice: today "block_sparse" everywhere), "dense"
-      ([L, L] scores) or "block_sparse" (only the attention blocks the batch's block table lists;
-      without a table, keys in chunks of 1024 with an online softmax). docs/attention.md.
+    attention_impl: "auto" (TPU: "splash", else "block_sparse"), "dense" ([L, L] scores),
+      "block_sparse" (only the attention blocks the batch's block table lists; without a table,
+      keys in chunks of 1024 with an online softmax) or "splash" (Pallas TPU splash attention
+      with a per-row dynamic mask; interpret mode off TPU). docs/attention.md.
   """
   encoder: TrunkConfig
   decoder: TrunkConfig
@@ -75,7 +76,7 @@ class ModelConfig:
   param_dtype: str = "float32"
   scan_layers: bool = False
   remat: Literal["none", "full", "dots"] = "none"
-  attention_impl: Literal["auto", "dense", "block_sparse"] = "auto"
+  attention_impl: Literal["auto", "dense", "block_sparse", "splash"] = "auto"
 
   def __post_init__(self):
     self.encoder.validate("encoder")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from atoken_jax import attention_blocks, config, packing, tokens
-from atoken_jax.model import atoken, attention, block_sparse
+from atoken_jax.model import atoken, attention, block_sparse, splash
 from atoken_jax.model import gaussian_decoder as gd
 from atoken_jax.tokenizer import init_params, model_inputs
 
@@ -19,17 +19,19 @@ def _qkv(b, length, h=2, d=8, seed=0):
   return [jax.random.normal(k, (b, length, h, d)) for k in keys]
 
 
-def _assert_equal_to_dense(info, mask_fn, table, valid, softcap=None, length=None):
+def _assert_equal_to_dense(info, mask_fn, table, valid, softcap=None, impl="block_sparse"):
   """Values and q/k/v gradients at the queries that see a key (`valid` [B, L])."""
   b, n = valid.shape
-  q, k, v = _qkv(b, length or n)
+  q, k, v = _qkv(b, n)
   w = jnp.asarray(valid)[..., None, None]
-  pairs, n_blocks = jnp.asarray(table["attn_pairs"]), table["attn_kv_counts"].shape[1]
 
   def dense(q, k, v):
     return attention.dense_attention(q, k, v, mask_fn(info, info), softcap)
 
   def sparse(q, k, v):
+    if impl == "splash":
+      return splash.splash_attention(q, k, v, info, info, mask_fn, softcap)
+    pairs, n_blocks = jnp.asarray(table["attn_pairs"]), table["attn_kv_counts"].shape[1]
     return block_sparse.block_sparse_attention(q, k, v, info, info, mask_fn, pairs, n_blocks,
                                                softcap)
 
@@ -118,7 +120,11 @@ def _video_batch(cache_frames, block_len=16):
                       kv_cache_frames=cache_frames)
 
 
-def test_kv_cache_tiles_block_sparse_equals_dense():
+SPLASH = pytest.param("splash", marks=pytest.mark.slow)  # Pallas interpret mode: ~1 min each
+
+
+@pytest.mark.parametrize("impl", ["block_sparse", SPLASH])
+def test_kv_cache_tiles_equal_dense(impl):
   batch = _video_batch(cache_frames=1)
   info = {k: jnp.asarray(getattr(batch, k)) for k in atoken.TOKEN_INFO_KEYS}
   mask_fn = functools.partial(atoken.tile_cache_mask, cache_frames=1, tile_frames=2)
@@ -128,16 +134,38 @@ def test_kv_cache_tiles_block_sparse_equals_dense():
     live = _dense_live_blocks(mask[r] & (batch.segment_ids[r] > 0)[:, None], 16)
     assert _table_pairs(table, r) == set(zip(*np.nonzero(live)))
   assert (batch.tile_index > 0).any()  # the cache pairs are exercised
-  _assert_equal_to_dense(info, mask_fn, table, batch.segment_ids > 0)
+  _assert_equal_to_dense(info, mask_fn, table, batch.segment_ids > 0, impl=impl)
+
+
+def test_splash_equals_dense_on_packed_segments_in_interpret_mode():
+  # L = 100 is padded to 128 inside; 1-token segments, a row-filling segment, padding
+  seg = _segments([[1, 37, 1, 1, 50], [100]], 100)
+  mask_fn = lambda a, b: attention.same_group(a["segment_ids"], b["segment_ids"])
+  _assert_equal_to_dense({"segment_ids": jnp.asarray(seg)}, mask_fn, None, seg > 0,
+                         softcap=30.0, impl="splash")
+
+
+@pytest.mark.slow
+def test_splash_equals_dense_on_shifted_3d_windows():
+  cfg = config.gaussian_decoder_config("tiny", window=4, resolution=16)
+  coords, valid = _voxels()
+  mask_fn = lambda a, b: attention.same_group(a["w"], b["w"])
+  ids = gd.window_ids(coords, valid, cfg, cfg.window // 2)
+  _assert_equal_to_dense({"w": jnp.asarray(ids)}, mask_fn, None, ids > 0, softcap=30.0,
+                         impl="splash")
+
+
+def _voxels(n=150):
+  rng = np.random.default_rng(0)
+  coords = np.stack([rng.choice(16 ** 3, n, replace=False) for _ in range(2)])
+  coords = np.stack(np.unravel_index(coords, (16, 16, 16)), -1).astype(np.int32)
+  return coords, np.arange(n)[None] < np.array([[n], [120]])
 
 
 def test_shifted_3d_windows_block_sparse_equals_dense_with_softcap():
   cfg = config.gaussian_decoder_config("tiny", window=4, resolution=16)
-  rng = np.random.default_rng(0)
-  n = 150
-  coords = np.stack([rng.choice(16 ** 3, n, replace=False) for _ in range(2)])
-  coords = np.stack(np.unravel_index(coords, (16, 16, 16)), -1).astype(np.int32)
-  valid = np.arange(n)[None] < np.array([[n], [120]])
+  coords, valid = _voxels()
+  n = coords.shape[1]
   for parity, shift in (("even", 0), ("odd", cfg.window // 2)):
     ids = gd.window_ids(coords, valid, cfg, shift)
     order = np.argsort(np.where(ids > 0, ids, np.iinfo(np.int32).max), axis=1, kind="stable")
@@ -186,7 +214,25 @@ def test_model_block_sparse_equals_dense_values_and_gradients_with_kv_cache():
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5 * float(np.abs(b).max()))
 
 
+def test_batch_stats_report_computed_over_needed_attention_pairs():
+  from atoken_jax.train import metrics
+  batch = model_inputs(_video_batch(cache_frames=0))
+  sparse, dense = metrics.batch_stats(batch, "auto"), metrics.batch_stats(batch, "dense")
+  assert sparse["attn_pairs"] == dense["attn_pairs"] == attention_blocks.pairs_needed(
+      batch["segment_ids"])
+  assert dense["attn_pairs_computed"] == 2 * 160 ** 2
+  assert sparse["attn_pairs"] <= sparse["attn_pairs_computed"] < dense["attn_pairs_computed"]
+  work = metrics.AttentionWork()
+  work.add(sparse)
+  work.add(sparse)
+  ratio = work.report()["perf/attn_computed_over_needed"]
+  assert ratio == pytest.approx(sparse["attn_pairs_computed"] / sparse["attn_pairs"])
+  assert work.report() == {}
+
+
 def test_attention_impl_is_validated():
   with pytest.raises(ValueError, match="attention_impl"):
     config.model_config("tiny", attention_impl="flash")
-  assert attention.resolve_impl("auto") == "block_sparse"
+  assert attention.resolve_impl("auto", "cpu") == attention.resolve_impl("auto", "gpu") == (
+      "block_sparse")
+  assert attention.resolve_impl("auto", "tpu") == "splash"

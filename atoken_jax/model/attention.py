@@ -11,7 +11,9 @@ Implementations (`attend(impl=...)`, the model's `attention_impl`; docs/attentio
     the (query block, key block) pairs that share a group (`block_sparse.py`); without one, walks
     every key in chunks with an online softmax (O(Lq * chunk) memory), or runs dense when the row
     is no longer than one chunk;
-  * auto: block_sparse on every platform (see docs/attention.md for why, per platform).
+  * splash: Pallas TPU splash attention with each row's mask as a dynamic mask (`splash.py`):
+    empty blocks skipped; Pallas interpret mode off TPU;
+  * auto: splash on TPU, block_sparse elsewhere (docs/attention.md says why, per platform).
 Every implementation equals dense at each query that sees a key; block_sparse returns 0 at
 padding queries outside every group (nothing reads them).
 """
@@ -25,7 +27,7 @@ import jax.numpy as jnp
 
 from atoken_jax import attention_blocks
 from atoken_jax import config as config_lib
-from atoken_jax.model import block_sparse, layers, rope
+from atoken_jax.model import block_sparse, layers, rope, splash
 
 MaskFn = Callable[[Any, Any], jax.Array]
 _NEG = -1e30
@@ -89,11 +91,13 @@ def chunked_attention(q, k, v, q_info, k_info, mask_fn: MaskFn, chunk: int, soft
   return jnp.moveaxis(acc / l[..., None], 1, 2).astype(q.dtype)
 
 
-def resolve_impl(impl: str) -> str:
-  """`auto` -> the backend for this platform (block_sparse everywhere today)."""
+def resolve_impl(impl: str, platform: str | None = None) -> str:
+  """`auto` -> the backend for `platform` (default: jax's): splash on TPU, else block_sparse."""
   if impl not in IMPLS:
     raise ValueError(f"attention_impl must be one of {IMPLS}, got {impl!r}")
-  return "block_sparse" if impl == "auto" else impl
+  if impl != "auto":
+    return impl
+  return "splash" if (platform or jax.default_backend()) == "tpu" else "block_sparse"
 
 
 def split_table(info: dict) -> tuple[dict, dict | None]:
@@ -108,6 +112,8 @@ def attend(q, k, v, q_info, k_info, mask_fn: MaskFn, *, impl: str = "auto", soft
            table: dict | None = None):
   """q [B, Lq, H, D], k/v [B, Lk, H, D] -> [B, Lq, H, D]; `table` only for self-attention."""
   impl = resolve_impl(impl)
+  if impl == "splash":
+    return splash.splash_attention(q, k, v, q_info, k_info, mask_fn, softcap)
   if impl == "block_sparse" and table is not None:
     return block_sparse.block_sparse_attention(
         q, k, v, q_info, k_info, mask_fn, table["attn_pairs"],

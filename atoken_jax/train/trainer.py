@@ -226,6 +226,7 @@ class Trainer:
     tokens = flops = 0.0
     progress = _progress(cfg.total_steps, step)
     last_stats = picture_batch = None
+    self.attention_work = metrics_lib.AttentionWork()
     while step < cfg.total_steps:
       if self._preempted(step):
         self.save(state, force=True)
@@ -238,7 +239,8 @@ class Trainer:
           t0 = time.perf_counter()
           host = self._host_inputs(next(self.iterators[task]), terms)
           timer.data(time.perf_counter() - t0)
-          st = metrics_lib.batch_stats(host)
+          st = metrics_lib.batch_stats(host, self.model_cfg.attention_impl)
+          self.attention_work.add(st)
           tokens += st["tokens"]
           flops += metrics_lib.train_flops(self.model_cfg, st["tokens"], st["attn_pairs"])
           rng = jax.random.fold_in(jax.random.fold_in(state.rng, step), micro)
@@ -332,6 +334,7 @@ class Trainer:
     values["perf/steps_per_s"] = self.cfg.log_every / elapsed if step else 0.0
     values["perf/data_wait_fraction"] = timer.data_s / elapsed
     values["perf/flops_per_s"] = flops / elapsed
+    values.update(self.attention_work.report())
     values["train/lr"] = float(optimizer_lib.schedule(self.cfg.optim, self.cfg.total_steps)(
         step - 1))
     if peak:
@@ -343,6 +346,7 @@ class Trainer:
     self.last_report = values
     losses = [v for k, v in values.items() if k.endswith("/loss")]
     progress.set_postfix(loss=f"{sum(losses):.4f}", tok_s=f"{values['perf/tokens_per_s']:.0f}",
+                         attn_x=f"{values.get('perf/attn_computed_over_needed', 0.0):.2f}",
                          skipped=int(stats["finite"] == 0))
     if not math.isfinite(sum(losses)):
       log.warning("step %d: non-finite loss (the update was skipped)", step)
