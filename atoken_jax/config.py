@@ -16,6 +16,7 @@ PATCH_DIM = PATCH_T * PATCH_HW * PATCH_HW * 3  # 3072
 FRAME_PATCH_DIM = PATCH_HW * PATCH_HW * 3  # 768: one frame of a patch; also a voxel feature
 POS_GRID = 16  # the learned position table is 16 x 16
 VOXEL_GRID = 64  # 3D assets live in a 64^3 grid over [-0.5, 0.5]^3
+ATTENTION_IMPLS = ("auto", "dense", "block_sparse", "splash")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +56,10 @@ class ModelConfig:
       in float32. param_dtype: storage dtype of the parameters (float32 master weights).
     scan_layers: stack each trunk's blocks and run them with `nn.scan` (one compiled block).
     remat: activation checkpointing policy per block: "none", "full" or "dots" (save matmuls).
-    attention_kv_chunk: 0 = dense masked attention; N > 0 = memory-efficient attention that
-      walks keys in chunks of N with an online softmax (same result, O(L*N) memory).
+    attention_impl: "auto" (TPU: "splash", else "block_sparse"), "dense" ([L, L] scores),
+      "block_sparse" (only the attention blocks the batch's block table lists; without a table,
+      keys in chunks of 1024 with an online softmax) or "splash" (Pallas TPU splash attention
+      with a per-row dynamic mask; interpret mode off TPU). docs/attention.md.
   """
   encoder: TrunkConfig
   decoder: TrunkConfig
@@ -73,7 +76,7 @@ class ModelConfig:
   param_dtype: str = "float32"
   scan_layers: bool = False
   remat: Literal["none", "full", "dots"] = "none"
-  attention_kv_chunk: int = 0
+  attention_impl: Literal["auto", "dense", "block_sparse", "splash"] = "auto"
 
   def __post_init__(self):
     self.encoder.validate("encoder")
@@ -94,8 +97,9 @@ class ModelConfig:
       if getattr(self, name) not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"{name} must be float32, bfloat16 or float16, got "
                          f"{getattr(self, name)!r}")
-    if self.attention_kv_chunk < 0:
-      raise ValueError(f"attention_kv_chunk must be >= 0, got {self.attention_kv_chunk}")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got "
+                       f"{self.attention_impl!r}")
 
   def replace(self, **kw) -> "ModelConfig":
     return dataclasses.replace(self, **kw)
@@ -189,6 +193,7 @@ def model_config_from_dict(d) -> ModelConfig:
 
   Unknown or missing fields and invalid values raise ValueError naming them."""
   d = dict(d)
+  d.pop("attention_kv_chunk", None)  # retired by `attention_impl` (configs saved before it)
   known = {f.name for f in dataclasses.fields(ModelConfig)}
   unknown = sorted(set(d) - known)
   if unknown:

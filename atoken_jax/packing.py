@@ -7,7 +7,9 @@ row, because the semantic pooling head and the bottleneck see the whole sample.
 
 Rows are filled first-fit in input order (deterministic): a sample goes to the first row with
 enough free tokens and a free sample slot. Inside a row, slots and tokens follow placement order
-and TokenSeq order, with padding only at the end of the row.
+and TokenSeq order, with padding only at the end of the row. Because every attention group is
+contiguous, the packer also lists the attention blocks that share a group
+(`atoken_jax.attention_blocks`), so the model computes only those.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from atoken_jax import attention_blocks
 from atoken_jax.config import PATCH_DIM, POS_GRID
 from atoken_jax.pos_interp import antialiased_bilinear_weights
 from atoken_jax.tokens import TokenSeq
@@ -38,6 +41,8 @@ class PackedBatch:
     pos_col_weights: [B, L, 16] float32 column weights, likewise.
     sample_index: [B, S] int32 index into the input list of the sample in each slot; -1 empty.
     sample_lengths: [B, S] int32 tokens per slot (0 for an empty slot).
+    attn_pairs: [B, C, G, 2] int32, attn_kv_counts: [B, n_blocks] int32: the block table of
+      the attention groups (`attention_blocks.block_table`).
   """
   patches: np.ndarray
   coords: np.ndarray
@@ -49,6 +54,8 @@ class PackedBatch:
   pos_col_weights: np.ndarray
   sample_index: np.ndarray
   sample_lengths: np.ndarray
+  attn_pairs: np.ndarray
+  attn_kv_counts: np.ndarray
 
   @property
   def placed(self) -> np.ndarray:
@@ -128,7 +135,8 @@ def _check_inputs(seqs, row_len, max_samples_per_row, tile_latent_frames) -> np.
 
 
 def pack_greedy(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int,
-                num_rows: Optional[int] = None, tile_latent_frames: int = 4
+                num_rows: Optional[int] = None, tile_latent_frames: int = 4,
+                block_len: int = attention_blocks.DEFAULT_BLOCK_LEN, kv_cache_frames: int = 0
                 ) -> tuple[PackedBatch, list[int]]:
   """First-fit packing that returns what did not fit.
 
@@ -138,6 +146,9 @@ def pack_greedy(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int
     max_samples_per_row: S, sample slots per row.
     num_rows: B; None = as many rows as needed (then nothing is left over).
     tile_latent_frames: temporal tile length in latent frames.
+    block_len: attention block of the block table (128 on CPU, 512 on accelerators).
+    kv_cache_frames: the model's `decoder_kv_cache_frames`: the table then also covers the
+      decoder's KV cache across tiles.
 
   Returns:
     (batch, leftover): leftover lists the input indices that did not fit, in input order.
@@ -155,7 +166,8 @@ def pack_greedy(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int
       pos_row_weights=np.zeros((b, l, POS_GRID), np.float32),
       pos_col_weights=np.zeros((b, l, POS_GRID), np.float32),
       sample_index=np.full((b, s), -1, np.int32),
-      sample_lengths=np.zeros((b, s), np.int32))
+      sample_lengths=np.zeros((b, s), np.int32),
+      attn_pairs=np.zeros((b, 0, 0, 2), np.int32), attn_kv_counts=np.zeros((b, 0), np.int32))
   fill = np.zeros(b, np.int64)  # tokens used per row
   groups = np.zeros(b, np.int64)  # segment ids used per row
   for i in np.flatnonzero(row >= 0):  # input order = slot order within each row
@@ -177,11 +189,17 @@ def pack_greedy(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int
     batch.sample_lengths[r, k] = n
     fill[r] += n
     groups[r] += rank.max() + 1
+  table = attention_blocks.block_table(
+      batch.segment_ids, block_len, sample_ids=batch.sample_ids, tile_index=batch.tile_index,
+      coords=batch.coords, cache_frames=kv_cache_frames, tile_frames=tile_latent_frames)
+  batch.attn_pairs, batch.attn_kv_counts = table["attn_pairs"], table["attn_kv_counts"]
   return batch, [int(i) for i in np.flatnonzero(row < 0)]
 
 
 def pack(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int,
-         num_rows: Optional[int] = None, tile_latent_frames: int = 4) -> PackedBatch:
+         num_rows: Optional[int] = None, tile_latent_frames: int = 4,
+         block_len: int = attention_blocks.DEFAULT_BLOCK_LEN,
+         kv_cache_frames: int = 0) -> PackedBatch:
   """Packs every sample (first fit, input order) into [B, row_len] rows; see `pack_greedy`.
 
   Raises ValueError when `num_rows` is given and some samples do not fit.
@@ -189,7 +207,7 @@ def pack(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int,
   if num_rows is None and not seqs:
     raise ValueError("pack needs at least one sample when num_rows is None")
   batch, leftover = pack_greedy(seqs, row_len, max_samples_per_row, num_rows,
-                                tile_latent_frames)
+                                tile_latent_frames, block_len, kv_cache_frames)
   if leftover:
     tokens = sum(len(seqs[i]) for i in leftover)
     raise ValueError(

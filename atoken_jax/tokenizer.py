@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from atoken_jax import attention_blocks
 from atoken_jax import config as config_lib
 from atoken_jax import packing
 from atoken_jax import tokens as tokens_lib
@@ -159,12 +160,13 @@ class Tokenizer:
   def pack(self, seqs: Sequence[tokens_lib.TokenSeq]) -> packing.PackedBatch:
     """Packs samples into a bucketed [B, L] batch (B a power of two)."""
     row_len = packing.bucket_row_len(max(len(s) for s in seqs), self.row_multiple)
-    batch = packing.pack(seqs, row_len, self.max_samples_per_row,
-                         tile_latent_frames=self.cfg.tile_latent_frames)
+    kw = dict(tile_latent_frames=self.cfg.tile_latent_frames,
+              block_len=attention_blocks.block_len_for(jax.default_backend()),
+              kv_cache_frames=self.cfg.decoder_kv_cache_frames)
+    batch = packing.pack(seqs, row_len, self.max_samples_per_row, **kw)
     rows = batch.segment_ids.shape[0]
     return packing.pack(seqs, row_len, self.max_samples_per_row,
-                        num_rows=1 << (rows - 1).bit_length(),
-                        tile_latent_frames=self.cfg.tile_latent_frames)
+                        num_rows=1 << (rows - 1).bit_length(), **kw)
 
   def encode(self, inputs: Sequence[Any], posterior: str = "mean", seed: int = 0) -> Encoding:
     """Images [H,W,3], videos [T,H,W,3] (float, [-1, 1]) and `Voxels` -> an `Encoding`.
@@ -252,14 +254,16 @@ def init_params(cfg: config_lib.ModelConfig, rng: jax.Array, row_len: int = 16):
 
 
 def dummy_inputs(cfg: config_lib.ModelConfig, rows: int, row_len: int, slots: int):
+  """All-padding model inputs of one shape (for `init` and shape inference)."""
   del cfg
+  table = attention_blocks.block_table(np.zeros((rows, row_len), np.int32))
   z = lambda *s, dt=jnp.int32: jnp.zeros(s, dt)
   return dict(patches=z(rows, row_len, config_lib.PATCH_DIM, dt=jnp.float32),
               coords=z(rows, row_len, 4), segment_ids=z(rows, row_len),
               sample_ids=z(rows, row_len), tile_index=z(rows, row_len),
               pos_row_weights=z(rows, row_len, config_lib.POS_GRID, dt=jnp.float32),
               pos_col_weights=z(rows, row_len, config_lib.POS_GRID, dt=jnp.float32),
-              sample_index=z(rows, slots))
+              sample_index=z(rows, slots), **{k: jnp.asarray(v) for k, v in table.items()})
 
 
 @functools.lru_cache(maxsize=None)

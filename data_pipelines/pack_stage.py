@@ -45,6 +45,8 @@ class PackOptions:
   row_len: int
   max_samples_per_row: int
   tile_latent_frames: int = 4
+  attention_block: int = 128
+  kv_cache_frames: int = 0
   text_len: int = 64
   lookahead: float = 1.5
   max_wait: int = 4
@@ -150,7 +152,8 @@ class PackIterator(grain.DatasetIterator):
     order = (sorted(aged, key=lambda c: -c.age) + sorted(fresh, key=lambda c: -len(c)))
     batch, leftover = pack_greedy([c.sample.tokens for c in order], opt.row_len,
                                   opt.max_samples_per_row, opt.batch_rows,
-                                  opt.tile_latent_frames)
+                                  opt.tile_latent_frames, opt.attention_block,
+                                  opt.kv_cache_frames)
     self._pending = [dataclasses.replace(order[i], age=order[i].age + 1) for i in leftover]
     return self._emit(order, batch, stats)
 
@@ -158,7 +161,8 @@ class PackIterator(grain.DatasetIterator):
     opt = self._opt
     b, s = opt.batch_rows, opt.max_samples_per_row
     if not order:
-      batch, _ = pack_greedy([], opt.row_len, s, b, opt.tile_latent_frames)
+      batch, _ = pack_greedy([], opt.row_len, s, b, opt.tile_latent_frames,
+                             opt.attention_block, opt.kv_cache_frames)
     out = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
     slot_index = out["sample_index"]
     meta = {

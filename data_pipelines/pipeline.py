@@ -49,7 +49,9 @@ def pack_options(cfg) -> PackOptions:
   return PackOptions(
       batch_rows=int(cfg.batch_rows), row_len=int(cfg.row_len),
       max_samples_per_row=int(cfg.max_samples_per_row),
-      tile_latent_frames=int(cfg.tile_latent_frames), text_len=int(cfg.text.text_len),
+      tile_latent_frames=int(cfg.tile_latent_frames),
+      attention_block=int(cfg.get("attention_block", 128)),
+      kv_cache_frames=int(cfg.get("kv_cache_frames", 0)), text_len=int(cfg.text.text_len),
       lookahead=float(cfg.pack.lookahead), max_wait=int(cfg.pack.max_wait),
       read_threads=int(cfg.pack.read_threads), read_ahead=int(cfg.pack.read_ahead))
 

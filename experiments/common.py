@@ -31,7 +31,7 @@ def base(preset: str) -> ml_collections.ConfigDict:
   # The model section is the ModelConfig itself (every field settable: --config.model.x=v).
   c.model = ml_collections.ConfigDict(config_lib.model_config_to_dict(config_lib.model_config(
       preset, latent_dim=32, scan_layers=not tiny, remat="none" if tiny else "dots",
-      dtype="float32" if tiny else "bfloat16", attention_kv_chunk=0 if tiny else 1024)))
+      dtype="float32" if tiny else "bfloat16", attention_impl="auto")))
   c.init = ml_collections.ConfigDict(dict(
       siglip2="",          # a Hugging Face SigLIP2 directory or .safetensors (stage 1)
       previous_stage="",   # the previous stage's workdir (stages 2-4)

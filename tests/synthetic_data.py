@@ -36,7 +36,8 @@ class SyntheticImages:
     b = packing.pack(seqs, self.row_len, self.slots, num_rows=self.rows)
     out = {k: getattr(b, k) for k in ("patches", "coords", "segment_ids", "sample_ids",
                                        "tile_index", "token_index", "pos_row_weights",
-                                       "pos_col_weights", "sample_index", "sample_lengths")}
+                                       "pos_col_weights", "sample_index", "sample_lengths",
+                                       "attn_pairs", "attn_kv_counts")}
     out["modality"] = np.where(b.sample_index >= 0, self.modality, -1).astype(np.int32)
     out["task"] = np.where(b.sample_index >= 0, int(self.understanding), -1).astype(np.int32)
     # short enough for 16 bytes: captions that differ after truncation give distinct texts

@@ -25,6 +25,7 @@ from typing import Sequence
 import ml_collections
 import numpy as np
 
+from atoken_jax import attention_blocks
 from atoken_jax import config as config_lib
 from atoken_jax import packing, tokens
 from atoken_jax.gs3d import objective, procedural
@@ -63,7 +64,8 @@ def example(asset, *, views_per_asset: int, image_size: int, row_len: int, featu
   else:
     seq = tokens.voxels_to_tokens(tokens.Voxels(coords=coords, feats=feats01))
     pb = packing.pack([seq], row_len, 1, num_rows=1)
-    out.update({k: getattr(pb, k)[0] for k in atoken_model.INPUT_KEYS})
+    out.update({k: getattr(pb, k)[0] for k in atoken_model.INPUT_KEYS
+                if k not in attention_blocks.TABLE_KEYS})  # `collate` makes the batch's table
     c, valid = pb.coords[0, :, 1:4], pb.sample_ids[0] > 0
   if packed:
     layout = net_lib.window_layout(c[None], valid[None], gs_cfg)
@@ -72,8 +74,11 @@ def example(asset, *, views_per_asset: int, image_size: int, row_len: int, featu
 
 
 def collate(examples: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-  """Stacks rows on a new leading [B] axis."""
-  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+  """Stacks rows on a new leading [B] axis (and lists the tokenizer's attention blocks)."""
+  out = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+  if "segment_ids" in out:
+    out.update(attention_blocks.block_table(out["segment_ids"]))
+  return out
 
 
 def data_config(preset: str) -> ml_collections.ConfigDict:

@@ -207,8 +207,6 @@ class GSTask:
     shardings = jax.tree.map(lambda _: replicated, frozen)
     if self.uses_tokenizer:
       model_cfg, self._model_params = weights_lib.load_tokenizer(self.cfg)
-      if self.cfg.data.row_len > 2048 and not model_cfg.attention_kv_chunk:
-        model_cfg = model_cfg.replace(attention_kv_chunk=1024)  # full attention over long rows
       if self.cfg.tokenizer.get("remat"):
         model_cfg = model_cfg.replace(remat=self.cfg.tokenizer.remat)
       self.model_cfg = model_cfg

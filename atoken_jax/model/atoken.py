@@ -4,7 +4,9 @@ All methods take a packed batch (see `atoken_jax.packing.PackedBatch`), as a dic
   patches [B, L, 3072], coords [B, L, 4] (tile-local t, x=row, y=col, z), segment_ids [B, L]
   (attention group = one sample's temporal tile; 0 = padding), sample_ids [B, L] (sample slot
   1..S; 0 = padding), tile_index [B, L], pos_row_weights / pos_col_weights [B, L, 16] (host-side
-  interpolation weights of the learned 16x16 position table), sample_index [B, S].
+  interpolation weights of the learned 16x16 position table), sample_index [B, S], and the
+  attention block table attn_pairs [B, C, G, 2] / attn_kv_counts [B, n_blocks]
+  (`atoken_jax.attention_blocks`; optional: without it attention walks every key).
 Everything depends only on those arrays' shapes, so one compile serves one shape bucket.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from atoken_jax import attention_blocks
 from atoken_jax import config as config_lib
 from atoken_jax.model import attention, bottleneck, layers, rope, transformer
 
@@ -42,13 +45,15 @@ def tile_cache_mask(q: Batch, k: Batch, *, cache_frames: int, tile_frames: int) 
 
 
 INPUT_KEYS = ("patches", "coords", "segment_ids", "sample_ids", "tile_index", "pos_row_weights",
-              "pos_col_weights", "sample_index")
+              "pos_col_weights", "sample_index") + attention_blocks.TABLE_KEYS
 TOKEN_INFO_KEYS = ("segment_ids", "sample_ids", "tile_index", "coords")
 
 
 def token_info(batch: Batch) -> Batch:
-  """The per-token [B, L, ...] arrays the attention masks read."""
-  return {k: batch[k] for k in TOKEN_INFO_KEYS}
+  """The per-token [B, L, ...] arrays the attention masks read, plus the block table if the
+  batch has one."""
+  keys = TOKEN_INFO_KEYS + tuple(k for k in attention_blocks.TABLE_KEYS if k in batch)
+  return {k: batch[k] for k in keys}
 
 
 def _rope(cfg: config_lib.ModelConfig, positions: jax.Array, head_dim: int):
@@ -81,7 +86,7 @@ def _block_kwargs(cfg: config_lib.ModelConfig, trunk: config_lib.TrunkConfig, *,
                   mask_fn) -> dict:
   return dict(num_heads=trunk.num_heads, mlp_dim=trunk.mlp_dim, rms_norm=decoder,
               use_bias=not decoder, qk_norm=decoder, mask_fn=mask_fn, eps=cfg.norm_eps,
-              kv_chunk=cfg.attention_kv_chunk, dtype=_dtype(cfg.dtype),
+              attention_impl=cfg.attention_impl, dtype=_dtype(cfg.dtype),
               param_dtype=_dtype(cfg.param_dtype))
 
 

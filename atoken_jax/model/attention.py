@@ -5,8 +5,17 @@ per-token integer metadata (pytrees of [B, L] arrays), so the same kernel serves
 tokenizer rows (segment ids, optional decoder KV cache across tiles) and the Gaussian decoder's
 windows. Padding tokens carry group 0 and attend only to padding, so no row is ever empty.
 
-Two exact implementations: dense (materialises [B, H, Lq, Lk] scores) and chunked (walks the keys
-in chunks with an online softmax: O(Lq * chunk) memory, for long rows).
+Implementations (`attend(impl=...)`, the model's `attention_impl`; docs/attention.md):
+  * dense: materialises [B, H, Lq, Lk] scores;
+  * block_sparse: with a host block table in `info` (`atoken_jax.attention_blocks`), visits only
+    the (query block, key block) pairs that share a group (`block_sparse.py`); without one, walks
+    every key in chunks with an online softmax (O(Lq * chunk) memory), or runs dense when the row
+    is no longer than one chunk;
+  * splash: Pallas TPU splash attention with each row's mask as a dynamic mask (`splash.py`):
+    empty blocks skipped; Pallas interpret mode off TPU;
+  * auto: splash on TPU, block_sparse elsewhere (docs/attention.md says why, per platform).
+Every implementation equals dense at each query that sees a key; block_sparse returns 0 at
+padding queries outside every group (nothing reads them).
 """
 from __future__ import annotations
 
@@ -16,10 +25,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from atoken_jax.model import layers, rope
+from atoken_jax import attention_blocks
+from atoken_jax import config as config_lib
+from atoken_jax.model import block_sparse, layers, rope, splash
 
 MaskFn = Callable[[Any, Any], jax.Array]
 _NEG = -1e30
+IMPLS = config_lib.ATTENTION_IMPLS
+FALLBACK_CHUNK = 1024  # key chunk of block_sparse when the batch carries no block table
 
 
 def same_group(q_groups: jax.Array, k_groups: jax.Array) -> jax.Array:
@@ -78,9 +91,35 @@ def chunked_attention(q, k, v, q_info, k_info, mask_fn: MaskFn, chunk: int, soft
   return jnp.moveaxis(acc / l[..., None], 1, 2).astype(q.dtype)
 
 
-def attend(q, k, v, q_info, k_info, mask_fn: MaskFn, *, softcap=None, kv_chunk: int = 0):
-  if kv_chunk and k.shape[1] > kv_chunk:
-    return chunked_attention(q, k, v, q_info, k_info, mask_fn, kv_chunk, softcap)
+def resolve_impl(impl: str, platform: str | None = None) -> str:
+  """`auto` -> the backend for `platform` (default: jax's): splash on TPU, else block_sparse."""
+  if impl not in IMPLS:
+    raise ValueError(f"attention_impl must be one of {IMPLS}, got {impl!r}")
+  if impl != "auto":
+    return impl
+  return "splash" if (platform or jax.default_backend()) == "tpu" else "block_sparse"
+
+
+def split_table(info: dict) -> tuple[dict, dict | None]:
+  """Token metadata -> (per-token arrays, the block table or None)."""
+  if not isinstance(info, dict) or attention_blocks.TABLE_KEYS[0] not in info:
+    return info, None
+  tokens = {k: v for k, v in info.items() if k not in attention_blocks.TABLE_KEYS}
+  return tokens, {k: info[k] for k in attention_blocks.TABLE_KEYS}
+
+
+def attend(q, k, v, q_info, k_info, mask_fn: MaskFn, *, impl: str = "auto", softcap=None,
+           table: dict | None = None):
+  """q [B, Lq, H, D], k/v [B, Lk, H, D] -> [B, Lq, H, D]; `table` only for self-attention."""
+  impl = resolve_impl(impl)
+  if impl == "splash":
+    return splash.splash_attention(q, k, v, q_info, k_info, mask_fn, softcap)
+  if impl == "block_sparse" and table is not None:
+    return block_sparse.block_sparse_attention(
+        q, k, v, q_info, k_info, mask_fn, table["attn_pairs"],
+        table["attn_kv_counts"].shape[1], softcap)
+  if impl == "block_sparse" and k.shape[1] > FALLBACK_CHUNK:
+    return chunked_attention(q, k, v, q_info, k_info, mask_fn, FALLBACK_CHUNK, softcap)
   return dense_attention(q, k, v, mask_fn(q_info, k_info), softcap)
 
 
@@ -113,13 +152,14 @@ class SelfAttention(nn.Module):
   use_bias: bool = True
   qk_norm: bool = False
   softcap: float | None = None
-  kv_chunk: int = 0
+  impl: str = "auto"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, angles, info, mask_fn: MaskFn):
-    """x [B, L, C]; angles [B, L, D/2] or None; info: per-token metadata for mask_fn."""
+    """x [B, L, C]; angles [B, L, D/2] or None; info: per-token metadata for mask_fn, plus
+    optionally the block table (`attention_blocks.TABLE_KEYS`)."""
     c = x.shape[-1]
     d = c // self.num_heads
     kw = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype)
@@ -131,5 +171,7 @@ class SelfAttention(nn.Module):
       k = MultiHeadRMSNorm(self.param_dtype, name="k_norm")(k)
     if angles is not None:
       q, k = rope.apply_rope(q, angles), rope.apply_rope(k, angles)
-    o = attend(q, k, v, info, info, mask_fn, softcap=self.softcap, kv_chunk=self.kv_chunk)
+    tokens, table = split_table(info)
+    o = attend(q, k, v, tokens, tokens, mask_fn, impl=self.impl, softcap=self.softcap,
+               table=table)
     return layers.dense(c, ("heads", "kv", "embed"), in_axis=(-2, -1), name="out", **kw)(o)

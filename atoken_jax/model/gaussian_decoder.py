@@ -14,11 +14,12 @@ form their own group. The release soft-caps through flash-attn's varlen kernel, 
 softcap. That corner case is not reproduced: the softcap is always applied here.
 
 Two exact ways to run the windowed attention:
-  * masked (default): each row attends over all its tokens with a same-window mask (dense, or
-    chunked keys with `kv_chunk`); O(N^2) work, fine for small N and training rows;
+  * masked (default): each row attends over all its tokens with a same-window mask (`attend`'s
+    `attention_impl`: dense, or keys in chunks for long rows); O(N^2) work, fine for small N;
   * packed (`layout=window_layout(...)`, computed on the host): each block's windows are packed
     whole into bins of `capacity` (>= window^3) tokens and attention runs inside bins;
-    O(N * capacity) work, for real assets (N ~ 10^4).
+    O(N * capacity) work, for real assets (N ~ 10^4). A bin is one attention block: pairs of
+    windows in different bins are never computed.
 """
 from __future__ import annotations
 
@@ -135,11 +136,11 @@ class GaussianDecoderNet(nn.Module):
   `constants/offset_perturbation` [G, 3] (the release's buffer) rides along for `decode`.
 
   Attributes:
-    kv_chunk: masked path only; > 0 walks keys in chunks (same result, less memory).
+    attention_impl: `attention.attend`'s implementation ("auto", "dense", "block_sparse").
     remat: rematerialise each block in the backward pass.
   """
   cfg: config_lib.GaussianDecoderConfig
-  kv_chunk: int = 0
+  attention_impl: str = "auto"
   remat: bool = False
 
   @nn.compact
@@ -162,7 +163,8 @@ class GaussianDecoderNet(nn.Module):
       parity = PARITIES[i % 2]
       block = cls(num_heads=cfg.num_heads, mlp_dim=cfg.mlp_dim, rms_norm=True, use_bias=False,
                   qk_norm=False, mask_fn=_MASKS[parity], eps=cfg.norm_eps,
-                  softcap=cfg.softcap, kv_chunk=self.kv_chunk, name=f"blocks_{i}", **kw)
+                  softcap=cfg.softcap, attention_impl=self.attention_impl, name=f"blocks_{i}",
+                  **kw)
       if layout is None:
         x, _ = block(x, None, info)
       else:

@@ -25,7 +25,7 @@ class Block(nn.Module):
   mask_fn: attention.MaskFn
   eps: float = 1e-6
   softcap: float | None = None
-  kv_chunk: int = 0
+  attention_impl: str = "auto"
   dtype: Any = None
   param_dtype: Any = None
 
@@ -35,7 +35,7 @@ class Block(nn.Module):
     h = layers.norm_layer(self.rms_norm, self.eps, self.param_dtype, "norm1")(x)
     x = x + attention.SelfAttention(
         num_heads=self.num_heads, use_bias=self.use_bias, qk_norm=self.qk_norm,
-        softcap=self.softcap, kv_chunk=self.kv_chunk, name="attn", **kw)(
+        softcap=self.softcap, impl=self.attention_impl, name="attn", **kw)(
             h, angles, info, self.mask_fn)
     h = layers.norm_layer(self.rms_norm, self.eps, self.param_dtype, "norm2")(x)
     x = x + layers.Mlp(self.mlp_dim, use_bias=self.use_bias, name="mlp", **kw)(h)

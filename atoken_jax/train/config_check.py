@@ -70,3 +70,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
            "must be an integer >= 0")
   if not any(t.accum_steps > 0 for t in tasks.values()):
     raise ConfigError("config.tasks: every task has accum_steps = 0; nothing would train")
+  cache = cfg.model.get("decoder_kv_cache_frames", 0)
+  for name, t in tasks.items():
+    data = t.get("data")
+    if data is not None and data.get("kv_cache_frames", 0) != cache:
+      raise ConfigError(f"config.tasks.{name}.data.kv_cache_frames = "
+                        f"{data.get('kv_cache_frames', 0)} must equal model.decoder_kv_cache_frames"
+                        f" = {cache}: the attention block table must cover the decoder's KV cache")

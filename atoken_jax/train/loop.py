@@ -229,7 +229,7 @@ class Loop:
       if peak:
         values["perf/mfu"] = work.flops / elapsed / (peak * jax.device_count())
     if work.pairs_needed and work.pairs_computed:
-      values["perf/attention_computed_over_needed"] = work.pairs_computed / work.pairs_needed
+      values["perf/attn_computed_over_needed"] = work.pairs_computed / work.pairs_needed
     values["train/lr"] = float(optimizer_lib.schedule(self.cfg.optim, self.cfg.total_steps)(
         step - 1))
     mem = metrics_lib.memory_in_use_bytes()
@@ -242,6 +242,8 @@ class Loop:
     postfix = {"loss": f"{sum(losses):.4f}", "skipped": int(stats["finite"] == 0)}
     if "perf/tokens_per_s" in values:
       postfix["tok_s"] = f"{values['perf/tokens_per_s']:.0f}"
+    if "perf/attn_computed_over_needed" in values:
+      postfix["attn_x"] = f"{values['perf/attn_computed_over_needed']:.2f}"
     progress.set_postfix(**postfix)
     if not math.isfinite(sum(losses)):
       log.warning("step %d: non-finite loss (the update was skipped)", step)

@@ -9,7 +9,9 @@ from typing import Mapping
 import jax
 import numpy as np
 
+from atoken_jax import attention_blocks
 from atoken_jax import config as config_lib
+from atoken_jax.model import attention
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +33,24 @@ def peak_flops_per_device(override: float = 0.0) -> float | None:
   return None
 
 
-def batch_stats(batch: Mapping[str, np.ndarray]) -> dict:
-  """Host-side counts of a packed batch: real tokens and sum over attention groups of n^2
-  (the attention cost), read from arrays already on the host (no device round trip)."""
+def batch_stats(batch: Mapping[str, np.ndarray], attention_impl: str = "auto") -> dict:
+  """Host-side counts of a packed batch, read from arrays already on the host (no device round
+  trip): real tokens, the query-key pairs attention needs (sum over attention groups of n^2;
+  FLOPs and MFU count these) and the pairs one attention layer computes with `attention_impl`
+  (the block table's visited blocks, else every pair of the row)."""
   seg = np.asarray(batch["segment_ids"])
-  tokens = int(np.count_nonzero(seg))
-  sq = 0
-  for row in seg:
-    counts = np.bincount(row[row > 0])
-    sq += int(np.sum(counts.astype(np.int64) ** 2))
-  return {"tokens": tokens, "attn_pairs": sq}
+  needed = attention_blocks.pairs_needed(seg)
+  computed = int(seg.shape[0]) * int(seg.shape[1]) ** 2
+  impl = attention.resolve_impl(attention_impl)
+  if impl == "block_sparse" and all(k in batch for k in attention_blocks.TABLE_KEYS):
+    computed = attention_blocks.pairs_computed(batch, seg.shape[1])
+  elif impl == "splash":  # every block holding an allowed pair, in splash's 512 (or 128) blocks
+    block = 512 if seg.shape[1] % 512 == 0 else 128
+    table = attention_blocks.block_table(seg, block)
+    computed = int(table["attn_kv_counts"].sum()) * (seg.shape[1] // table[
+        "attn_kv_counts"].shape[1]) ** 2
+  return {"tokens": int(np.count_nonzero(seg)), "attn_pairs": needed,
+          "attn_pairs_computed": computed}
 
 
 def train_flops(cfg: config_lib.ModelConfig, tokens: int, attn_pairs: int) -> float:

@@ -37,7 +37,8 @@ from atoken_jax.train import checkpoint as ckpt_lib
 log = logging.getLogger("atoken.train")
 
 IDENTITY_PREFIXES = ("preset", "model.", "gs.", "tokenizer.", "mode", "features")
-EXECUTION_ONLY = ("model.remat", "model.attention_kv_chunk", "model.decoder_kv_cache_frames",
+EXECUTION_ONLY = ("model.remat", "model.attention_impl", "model.attention_kv_chunk",
+                  "model.decoder_kv_cache_frames",
                   "gs.remat", "gs.attention", "tokenizer.remat")
 IGNORED_ON_RESUME = ("init.",)
 

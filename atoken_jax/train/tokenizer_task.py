@@ -106,8 +106,9 @@ class TokenizerTask:
 
   def work(self, micro: MicroTask, host: Mapping[str, np.ndarray]) -> Work:
     del micro
-    st = metrics_lib.batch_stats(host)
+    st = metrics_lib.batch_stats(host, self.model_cfg.attention_impl)
     return Work(tokens=st["tokens"], pairs_needed=st["attn_pairs"],
+                pairs_computed=st["attn_pairs_computed"],
                 flops=metrics_lib.train_flops(self.model_cfg, st["tokens"], st["attn_pairs"]))
 
   def initialize(self, loop, state):

@@ -1,0 +1,189 @@
+"""Host-side block tables for block-sparse attention over packed rows (numpy only).
+
+A packed row of L tokens is cut into blocks of `block_len` tokens. Attention groups (a sample's
+temporal tile, a 3D window) are contiguous in the row, so the (query block, key block) pairs that
+hold any allowed query-key pair are known on the host from each group's token range. The table
+lists only those pairs; `atoken_jax.model.block_sparse` visits them and nothing else.
+
+Table layout (static shapes, bucketed so one compile serves many batches):
+  attn_pairs [B, C, G, 2] int32: (query block, key block) of the live pairs of each row, walked
+    in C chunks of G pairs. Within a chunk the query blocks are distinct (the kernel updates
+    their softmax state in parallel). Padding pairs are (-1, -1). The kernel loops only over
+    the chunks that hold a live pair (C is a shape bucket, not a trip count); padding pairs
+    inside a partly filled chunk are computed fully masked (`pairs_computed` counts them).
+  attn_kv_counts [B, n_blocks] int32: live key blocks per query block (0 = a block of padding).
+    Its width tells the kernel the block size: block_len = L / n_blocks (a divisor of L).
+
+A superset of the needed pairs is always exact (the attention mask still applies inside a
+visited pair); only a missing pair would be wrong, so every group's range is taken as
+[first token, last token] even if the group were not contiguous.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+TABLE_KEYS = ("attn_pairs", "attn_kv_counts")
+DEFAULT_BLOCK_LEN = 128  # CPU; accelerators want larger blocks (`block_len_for`)
+ACCELERATOR_BLOCK_LEN = 512
+MAX_CHUNK_PAIRS = 16
+
+
+def block_len_for(platform: str) -> int:
+  """The attention block for a jax platform name ("cpu", "gpu", "tpu")."""
+  return DEFAULT_BLOCK_LEN if platform == "cpu" else ACCELERATOR_BLOCK_LEN
+
+
+def bucket_chunks(n: int) -> int:
+  """Smallest rung >= n of 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, ... (four per octave):
+  a bounded number of compiled shapes, at most 25% padding pairs."""
+  if n <= 4:
+    return max(n, 1)
+  power = 1 << (n.bit_length() - 3)  # n / power lies in [4, 8)
+  rung = -(-n // power)
+  return rung * power if rung % 2 == 0 or rung < 8 else (rung + 1) * power
+
+
+def divisor_block(length: int, block_len: int) -> int:
+  """The block actually used for rows of `length`: the largest divisor of `length` that is at
+  most `block_len` (the kernel reads block_len = L / n_blocks from the table's shape)."""
+  return max(d for d in range(1, min(block_len, length) + 1) if length % d == 0)
+
+
+def default_chunk(block_len: int, n_blocks: int) -> int:
+  """Pairs per chunk: 16 blocks of 128^2 scores (about 16 * 128^2 per head and row in flight),
+  fewer for larger blocks, never more than there are query blocks."""
+  return max(1, min(n_blocks, MAX_CHUNK_PAIRS * DEFAULT_BLOCK_LEN ** 2 // block_len ** 2))
+
+
+def group_ranges(segment_ids: np.ndarray) -> list[tuple[int, int, int, int]]:
+  """[L] group ids (0 = padding) -> [(q_first, q_last, k_first, k_last)] per group."""
+  seg = np.asarray(segment_ids)
+  pos = np.flatnonzero(seg > 0)
+  _, group = np.unique(seg[pos], return_inverse=True)
+  first = np.full(group.max(initial=-1) + 1, len(seg), np.int64)
+  last = np.full_like(first, -1)
+  np.minimum.at(first, group, pos)
+  np.maximum.at(last, group, pos)
+  return [(int(a), int(b), int(a), int(b)) for a, b in zip(first, last)]
+
+
+def kv_cache_ranges(segment_ids, sample_ids, tile_index, coords, cache_frames: int,
+                    tile_frames: int) -> list[tuple[int, int, int, int]]:
+  """The decoder's KV cache: each tile's queries x the last `cache_frames` latent frames of the
+  same sample's previous tile (`atoken_jax.model.atoken.tile_cache_mask`). Inputs are one row:
+  [L] ids and [L, 4] tile-local coords."""
+  if cache_frames <= 0:
+    return []
+  seg, sample, tile = (np.asarray(a) for a in (segment_ids, sample_ids, tile_index))
+  recent = (np.asarray(coords)[:, 0] >= tile_frames - cache_frames) & (sample > 0)
+  out = []
+  for q_first, q_last, _, _ in group_ranges(seg):
+    s, t = sample[q_first], tile[q_first]
+    keys = np.flatnonzero(recent & (sample == s) & (tile == t - 1))
+    if keys.size:
+      out.append((q_first, q_last, int(keys[0]), int(keys[-1])))
+  return out
+
+
+def live_blocks(ranges, n_blocks: int, block_len: int) -> np.ndarray:
+  """[(q_first, q_last, k_first, k_last)] token ranges -> [n_blocks, n_blocks] bool."""
+  live = np.zeros((n_blocks, n_blocks), bool)
+  for q0, q1, k0, k1 in ranges:
+    live[q0 // block_len:q1 // block_len + 1, k0 // block_len:k1 // block_len + 1] = True
+  return live
+
+
+def chunk_pairs(live: np.ndarray, chunk: int) -> list[list[tuple[int, int]]]:
+  """Live (q, k) block pairs -> chunks of <= `chunk` pairs with distinct query blocks.
+
+  Pairs are taken rank-major (every query block's first key block, then every second one, ...),
+  so consecutive pairs have distinct query blocks; a chunk closes early only where a query
+  block would repeat.
+  """
+  counts = live.sum(1)
+  keys = [np.flatnonzero(row) for row in live]
+  chunks, current, seen = [], [], set()
+  for rank in range(int(counts.max(initial=0))):
+    for q in np.flatnonzero(counts > rank):
+      if len(current) == chunk or q in seen:
+        chunks.append(current)
+        current, seen = [], set()
+      current.append((int(q), int(keys[q][rank])))
+      seen.add(q)
+  if current:
+    chunks.append(current)
+  return chunks
+
+
+def block_table(segment_ids: np.ndarray, block_len: int = DEFAULT_BLOCK_LEN, *,
+                sample_ids=None, tile_index=None, coords=None, cache_frames: int = 0,
+                tile_frames: int = 4, chunk: int | None = None) -> dict[str, np.ndarray]:
+  """The block table of a packed batch (see the module docstring).
+
+  Args:
+    segment_ids: [B, L] int attention groups, 0 = padding (tokens of a group contiguous).
+    block_len: tokens per block; when L is not a multiple, the largest divisor of L below it.
+    sample_ids, tile_index, coords: [B, L], [B, L], [B, L, 4]; needed only with cache_frames.
+    cache_frames: > 0 adds the decoder KV-cache pairs (tiles see the previous tile's last
+      `cache_frames` latent frames); the table then covers both the encoder's and the decoder's
+      mask (the encoder visits those extra pairs too, masked).
+    tile_frames: latent frames per temporal tile.
+    chunk: pairs per chunk (default `default_chunk`).
+
+  Returns:
+    {"attn_pairs": [B, C, G, 2] int32, "attn_kv_counts": [B, n_blocks] int32}, C bucketed by
+    `bucket_chunks` over the row that needs the most chunks.
+  """
+  seg = np.asarray(segment_ids)
+  if seg.ndim != 2 or block_len < 1:
+    raise ValueError(f"segment_ids must be [B, L] and block_len >= 1, got {seg.shape}, "
+                     f"{block_len}")
+  b, length = seg.shape
+  block_len = divisor_block(length, block_len)
+  n_blocks = length // block_len
+  chunk = chunk or default_chunk(block_len, n_blocks)
+  rows, counts = [], np.zeros((b, n_blocks), np.int32)
+  for r in range(b):
+    ranges = group_ranges(seg[r])
+    if cache_frames:
+      ranges += kv_cache_ranges(seg[r], sample_ids[r], tile_index[r], coords[r], cache_frames,
+                                tile_frames)
+    live = live_blocks(ranges, n_blocks, block_len)
+    counts[r] = live.sum(1)
+    rows.append(chunk_pairs(live, chunk))
+  num_chunks = bucket_chunks(max((len(c) for c in rows), default=0))
+  pairs = np.full((b, num_chunks, chunk, 2), -1, np.int32)
+  for r, chunks in enumerate(rows):
+    for c, members in enumerate(chunks):
+      pairs[r, c, :len(members)] = members
+  return {"attn_pairs": pairs, "attn_kv_counts": counts}
+
+
+def full_table(batch: int, length: int, block_len: int) -> dict[str, np.ndarray]:
+  """Every (query block, key block) pair of every row: for masks whose groups are scattered
+  (e.g. 3D windows in voxel order), exact but not sparse."""
+  seg = np.ones((batch, length), np.int32)
+  return block_table(seg, block_len)
+
+
+def live_chunks(pairs: np.ndarray) -> np.ndarray:
+  """[B, C, G, 2] -> [B] chunks holding at least one live pair."""
+  return (np.asarray(pairs)[..., 0] >= 0).any(-1).sum(-1)
+
+
+def pairs_computed(table: dict[str, np.ndarray], length: int) -> int:
+  """Query-key pairs the kernel computes for this table: rows run in lockstep for as many
+  chunks as the fullest row has, each chunk a full G slots (padding pairs computed masked),
+  each pair block_len^2."""
+  pairs, counts = table["attn_pairs"], table["attn_kv_counts"]
+  block_len = length // counts.shape[1]
+  b, _, g, _ = pairs.shape
+  return int(b * int(live_chunks(pairs).max(initial=0)) * g) * block_len ** 2
+
+
+def pairs_needed(segment_ids: np.ndarray) -> int:
+  """Sum over rows and attention groups of n^2 (the query-key pairs the segment mask allows)."""
+  total = 0
+  for row in np.asarray(segment_ids):
+    total += int(np.sum(np.bincount(row[row > 0]).astype(np.int64) ** 2))
+  return total
