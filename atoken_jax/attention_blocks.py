@@ -96,22 +96,19 @@ def live_blocks(ranges, n_blocks: int, block_len: int) -> np.ndarray:
 def chunk_pairs(live: np.ndarray, chunk: int) -> list[list[tuple[int, int]]]:
   """Live (q, k) block pairs -> chunks of <= `chunk` pairs with distinct query blocks.
 
-  Pairs are taken rank-major (every query block's first key block, then every second one, ...),
-  so consecutive pairs have distinct query blocks; a chunk closes early only where a query
-  block would repeat.
+  Each chunk takes the next key block of the `chunk` query blocks with the most pairs left:
+  the fewest chunks possible, max(most pairs of one query block, ceil(pairs / chunk)).
   """
-  counts = live.sum(1)
   keys = [np.flatnonzero(row) for row in live]
-  chunks, current, seen = [], [], set()
-  for rank in range(int(counts.max(initial=0))):
-    for q in np.flatnonzero(counts > rank):
-      if len(current) == chunk or q in seen:
-        chunks.append(current)
-        current, seen = [], set()
-      current.append((int(q), int(keys[q][rank])))
-      seen.add(q)
-  if current:
-    chunks.append(current)
+  left = live.sum(1)
+  taken = np.zeros_like(left)
+  chunks = []
+  while left.any():
+    order = np.argsort(-left, kind="stable")[:chunk]
+    order = order[left[order] > 0]
+    chunks.append([(int(q), int(keys[q][taken[q]])) for q in np.sort(order)])
+    taken[order] += 1
+    left[order] -= 1
   return chunks
 
 

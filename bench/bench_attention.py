@@ -5,7 +5,8 @@ Part 1 packs token streams of the paper's curriculum stages 1-3 with the real pa
 attention masks allow (sum over attention groups of n^2) and the pairs each implementation
 computes: dense / chunked attention every pair of the row (B * L^2), block-sparse the visited
 block pairs of the host block table (`atoken_jax.attention_blocks.pairs_computed`, rows in
-lockstep, padding pairs of partly filled chunks included). Token counts follow the paper's
+lockstep, padding pairs of partly filled chunks included). "table shapes" counts the distinct
+block-table shapes (compiles) over all of a stage's tasks' batches. Token counts follow the paper's
 per-stage transforms (bench/bench_data.py's generator of source sizes; no pixels are decoded);
 a stage mixes its tasks by the paper's task ratios (pairs weighted by ratio). 3D assets are
 modelled as U[4096, 24576] occupied voxels each (an assumption: no asset set is bundled).
@@ -99,6 +100,7 @@ def _stream(task: str, stage: int, block: int):
 def pair_ratios(stage: int, batches: int, blocks=(128, 256, 512)) -> dict:
   """{"dense": ratio, block: ratio, ...}: computed / needed pairs, tasks weighted by ratio."""
   needed, computed = 0.0, {"dense": 0.0, **{b: 0.0 for b in blocks}}
+  shapes = {b: set() for b in blocks}
   for task, weight in STAGE_RATIOS[stage].items():
     for block in blocks:
       it = _stream(task, stage, block)
@@ -108,12 +110,15 @@ def pair_ratios(stage: int, batches: int, blocks=(128, 256, 512)) -> dict:
         seg = batch["segment_ids"]
         n += attention_blocks.pairs_needed(seg)
         c += attention_blocks.pairs_computed(batch, seg.shape[1])
+        shapes[block].add((task, batch["attn_pairs"].shape))
         d += seg.shape[0] * seg.shape[1] ** 2
       computed[block] += weight * c / n
       if block == blocks[0]:
         computed["dense"] += weight * d / n
     needed += weight
-  return {k: v / needed for k, v in computed.items()}
+  out = {k: v / needed for k, v in computed.items()}
+  out.update({f"shapes_{b}": len(v) for b, v in shapes.items()})
+  return out
 
 
 # ------------------------------------------------------------------------ part 2: timing
@@ -169,12 +174,12 @@ def main() -> None:
         f"load average at start {os.getloadavg()[0]:.1f}")
   if not args.skip_ratios:
     print("\nAttention pairs computed / pairs needed (paper batch shapes, tasks by ratio):")
-    print("| stage | dense or chunked | block-sparse, 128 | 256 | 512 |")
-    print("|---|---|---|---|---|")
+    print("| stage | dense or chunked | block-sparse, 128 | 256 | 512 | table shapes (128) |")
+    print("|---|---|---|---|---|---|")
     for stage in args.stages:
       r = pair_ratios(stage, args.batches)
       cells = " | ".join(f"{r[k]:.2f}" for k in ("dense", 128, 256, 512))
-      print(f"| {stage} | {cells} |", flush=True)
+      print(f"| {stage} | {cells} | {r['shapes_128']} |", flush=True)
   if not args.skip_timing:
     info = stage2_row(args.row_len, attention_blocks.DEFAULT_BLOCK_LEN)
     seg = info["segment_ids"]

@@ -53,7 +53,8 @@ def test_batches_have_static_shapes_and_consistent_slot_metadata(folder):
               "pos_row_weights": (b, l, 16), "pos_col_weights": (b, l, 16),
               "sample_index": (b, s), "sample_lengths": (b, s), "modality": (b, s),
               "task": (b, s), "text_ids": (b, s, 64), "has_text": (b, s),
-              "orig_shape": (b, s, 3)}
+              "orig_shape": (b, s, 3),
+              "attn_kv_counts": (b, 1), "attn_pairs": (b, 1, 1, 2)}  # one 128-token block
     assert {k: v.shape for k, v in batch.items()} == shapes
     used = batch["sample_index"] >= 0
     assert used.any()
