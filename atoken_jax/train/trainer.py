@@ -30,6 +30,7 @@ from atoken_jax.tokenizer import dummy_inputs
 from atoken_jax.train import checkpoint as ckpt_lib
 from atoken_jax.train import config_check
 from atoken_jax.train import frozen as frozen_lib
+from atoken_jax.train import heldout
 from atoken_jax.train import metrics as metrics_lib
 from atoken_jax.train import objective
 from atoken_jax.train import optimizer as optimizer_lib
@@ -212,6 +213,7 @@ class Trainer:
     try:
       state = self.initial_state()
       state = self._loop(state, writer)
+      heldout.report_run(self, state, writer)  # cfg.heldout_report: held-out PSNR vs PCA
     finally:
       signal.signal(signal.SIGTERM, previous)
       writer.close()

@@ -1,0 +1,81 @@
+"""The bundled data's held-out split is disjoint from its training split; the PCA baseline is a
+best rank-k linear bottleneck; a short training run's held-out PSNR rises well above its start."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from atoken_jax import tokenizer as tokenizer_lib
+from atoken_jax.train import heldout
+from atoken_jax.train import trainer as trainer_lib
+from data_pipelines import arrayrecord_io, default_data, records, sources
+from experiments import stage1_image
+
+
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory):
+  # The cache test_data_default.py builds (one per run, shared by the xdist workers).
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent
+  old = os.environ.get("ATOKEN_DATA_CACHE")
+  os.environ["ATOKEN_DATA_CACHE"] = str(root / "atoken_default_data")
+  yield default_data.ensure_default_dataset()
+  if old is None:
+    del os.environ["ATOKEN_DATA_CACHE"]
+  else:
+    os.environ["ATOKEN_DATA_CACHE"] = old
+
+
+def _names(directory):
+  src = arrayrecord_io.RecordSource(arrayrecord_io.find_shards(directory))
+  return [records.decode_record(src[i])["name"].split(":")[1] for i in range(len(src))]
+
+
+@pytest.mark.parametrize("modality", ["image", "video", "voxels"])
+def test_heldout_split_is_disjoint_from_what_training_reads(bundled, modality):
+  held = _names(os.path.join(bundled, default_data.HELDOUT, modality))
+  assert held, "the held-out split must not be empty"
+  want = default_data.HELDOUT_SHAPES if modality == "voxels" else default_data.HELDOUT_PHOTOS
+  assert set(held) == set(want)
+  # what the source spec "default" (every training task's default) resolves to
+  cfg = stage1_image.get_config("tiny").tasks.image_recon.data
+  cfg.modalities = (modality,)
+  parts = sources.resolve_parts(cfg)
+  trained = [records.decode_record(p.dataset[i][2])["name"].split(":")[1]
+             for p in parts for i in range(len(p.dataset))]
+  assert trained and not set(trained) & set(held)
+
+
+def test_pca_is_exact_at_full_rank_and_a_best_rank_k_fit():
+  rng = np.random.default_rng(0)
+  rows = rng.normal(size=(200, 12)) @ rng.normal(size=(12, 12))
+  np.testing.assert_allclose(heldout.PCA(rows, 12).reconstruct(rows), rows, atol=1e-4)
+  pca = heldout.PCA(rows, 4)
+  np.testing.assert_allclose(pca.components @ pca.components.T, np.eye(4), atol=1e-6)
+  err = np.sum((pca.reconstruct(rows) - rows) ** 2)
+  q, _ = np.linalg.qr(rng.normal(size=(12, 4)))  # another rank-4 affine bottleneck
+  centred = rows - rows.mean(0)
+  assert err <= np.sum((centred @ q @ q.T - centred) ** 2)
+
+
+def test_short_run_raises_heldout_psnr_well_above_its_start(bundled, tmp_path):
+  del bundled
+  cfg = stage1_image.get_config("tiny")
+  cfg.total_steps, cfg.ckpt_every, cfg.log_every = 40, 1000, 1000
+  cfg.async_checkpoints, cfg.image_every = False, 0
+  cfg.heldout_report.image_side = 64
+  cfg.tasks.image_recon.data.update(batch_rows=1, num_workers=0)
+  trainer = trainer_lib.Trainer(cfg, str(tmp_path), devices=jax.devices()[:1])
+  start = trainer.initial_state()
+  before, _ = heldout.evaluate(
+      tokenizer_lib.Tokenizer(trainer.model_cfg, jax.device_get(start.params["model"])), cfg)
+  trainer.run()
+  with open(tmp_path / heldout.REPORT_FILE) as f:
+    after = json.load(f)
+  assert after["step"] == 40 and os.path.exists(tmp_path / heldout.GRID_FILE)
+  gain = after["image"]["model"]["psnr"] - before["image"]["model"]["psnr"]
+  assert gain > 3.0, (before["image"], after["image"])
+  assert after["image"]["pca"] == before["image"]["pca"]  # the baseline does not move
