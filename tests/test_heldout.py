@@ -61,11 +61,17 @@ def test_pca_is_exact_at_full_rank_and_a_best_rank_k_fit():
   assert err <= np.sum((centred @ q @ q.T - centred) ** 2)
 
 
-def test_short_run_raises_heldout_psnr_well_above_its_start(bundled, tmp_path):
+@pytest.mark.parametrize("steps,min_gain_db", [
+    (15, 2.0),
+    pytest.param(80, 5.0, marks=pytest.mark.slow),
+])
+def test_short_run_raises_heldout_psnr_well_above_its_start(bundled, tmp_path, steps,
+                                                            min_gain_db):
   del bundled
   cfg = stage1_image.get_config("tiny")
-  cfg.total_steps, cfg.ckpt_every, cfg.log_every = 40, 1000, 1000
+  cfg.total_steps, cfg.ckpt_every, cfg.log_every = steps, 1000, 1000
   cfg.async_checkpoints, cfg.image_every = False, 0
+  cfg.optim.warmup_steps = 2
   cfg.heldout_report.image_side = 64
   cfg.tasks.image_recon.data.update(batch_rows=1, num_workers=0)
   trainer = trainer_lib.Trainer(cfg, str(tmp_path), devices=jax.devices()[:1])
@@ -75,7 +81,7 @@ def test_short_run_raises_heldout_psnr_well_above_its_start(bundled, tmp_path):
   trainer.run()
   with open(tmp_path / heldout.REPORT_FILE) as f:
     after = json.load(f)
-  assert after["step"] == 40 and os.path.exists(tmp_path / heldout.GRID_FILE)
+  assert after["step"] == steps and os.path.exists(tmp_path / heldout.GRID_FILE)
   gain = after["image"]["model"]["psnr"] - before["image"]["model"]["psnr"]
-  assert gain > 3.0, (before["image"], after["image"])
+  assert gain > min_gain_db, (before["image"], after["image"])
   assert after["image"]["pca"] == before["image"]["pca"]  # the baseline does not move
