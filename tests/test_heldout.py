@@ -47,6 +47,12 @@ def test_heldout_split_is_disjoint_from_what_training_reads(bundled, modality):
   trained = [records.decode_record(p.dataset[i][2])["name"].split(":")[1]
              for p in parts for i in range(len(p.dataset))]
   assert trained and not set(trained) & set(held)
+  cfg.sources = ("default:heldout",)  # evaluation reads the held-out split by its spec
+  assert sorted(records.decode_record(p.dataset[i][2])["name"].split(":")[1]
+                for p in sources.resolve_parts(cfg) for i in range(len(p.dataset))) == sorted(held)
+  cfg.sources = ("default:test",)
+  with pytest.raises(ValueError, match="default:heldout"):
+    sources.resolve_parts(cfg)
 
 
 def test_pca_is_exact_at_full_rank_and_a_best_rank_k_fit():
