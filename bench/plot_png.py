@@ -14,6 +14,8 @@ COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 
 def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
   if hi <= lo:
     return [lo]
+  if float(lo).is_integer() and float(hi).is_integer() and hi - lo < 10:
+    return [float(v) for v in range(int(lo), int(hi) + 1)]  # e.g. stages 1-4
   return [lo + (hi - lo) * i / (n - 1) for i in range(n)]
 
 
