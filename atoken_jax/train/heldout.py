@@ -42,10 +42,14 @@ def default_config(enabled: bool = False) -> ml_collections.ConfigDict:
 
 
 # ---------------------------------------------------------------------------- data
-def _records(part: str, modality: str) -> list[dict]:
-  """Decoded records of the bundled dataset's `part` ("train" or "heldout")."""
+def _root() -> str:
+  from data_pipelines import default_data  # pylint: disable=import-outside-toplevel
+  return default_data.ensure_default_dataset()
+
+
+def _records(root: str, part: str, modality: str) -> list[dict]:
+  """Decoded records of `part` ("train" or "heldout") of the bundled dataset at `root`."""
   from data_pipelines import arrayrecord_io, default_data, records  # pylint: disable=import-outside-toplevel
-  root = default_data.ensure_default_dataset()
   if part == default_data.HELDOUT:
     root = os.path.join(root, default_data.HELDOUT)
   src = arrayrecord_io.RecordSource(arrayrecord_io.find_shards(os.path.join(root, modality)))
@@ -61,30 +65,42 @@ def _resize16(img: Image.Image, side: int) -> np.ndarray:
   return x / 127.5 - 1.0
 
 
-@functools.lru_cache(maxsize=None)
 def photos(part: str, side: int) -> tuple[np.ndarray, ...]:
   """The bundled photos of `part` as float32 [h, w, 3] in [-1, 1]."""
-  from data_pipelines import decode  # pylint: disable=import-outside-toplevel
-  return tuple(_resize16(decode.decode_image(r), side) for r in _records(part, "image"))
+  return _photos(_root(), part, side)
+
+
+def clips(part: str, side: int, frames: int) -> tuple[np.ndarray, ...]:
+  """The first `frames` frames of the bundled clips of `part`: float32 [T, h, w, 3]."""
+  return _clips(_root(), part, side, frames)
+
+
+def voxel_sets(part: str, num_views: int = 16) -> tuple[tokens_lib.Voxels, ...]:
+  """The bundled 3D assets of `part` as `Voxels` (features in [0, 1])."""
+  return _voxel_sets(_root(), part, num_views)
 
 
 @functools.lru_cache(maxsize=None)
-def clips(part: str, side: int, frames: int) -> tuple[np.ndarray, ...]:
-  """The first `frames` frames of the bundled clips of `part`: float32 [T, h, w, 3]."""
+def _photos(root: str, part: str, side: int) -> tuple[np.ndarray, ...]:
+  from data_pipelines import decode  # pylint: disable=import-outside-toplevel
+  return tuple(_resize16(decode.decode_image(r), side) for r in _records(root, part, "image"))
+
+
+@functools.lru_cache(maxsize=None)
+def _clips(root: str, part: str, side: int, frames: int) -> tuple[np.ndarray, ...]:
   from data_pipelines import decode  # pylint: disable=import-outside-toplevel
   out = []
-  for r in _records(part, "video"):
+  for r in _records(root, part, "video"):
     got, _ = decode.video_frames(r, lambda total, fps: list(range(min(frames, total))))
     out.append(np.stack([_resize16(Image.fromarray(f), side) for f in got]))
   return tuple(out)
 
 
 @functools.lru_cache(maxsize=None)
-def voxel_sets(part: str, num_views: int = 16) -> tuple[tokens_lib.Voxels, ...]:
-  """The bundled 3D assets of `part` as `Voxels` (features in [0, 1])."""
+def _voxel_sets(root: str, part: str, num_views: int) -> tuple[tokens_lib.Voxels, ...]:
   from data_pipelines import decode, voxelize  # pylint: disable=import-outside-toplevel
   out = []
-  for r in _records(part, "voxels"):
+  for r in _records(root, part, "voxels"):
     asset = decode.voxel_asset(r, num_views, seed=0)
     out.append(tokens_lib.Voxels(coords=np.asarray(asset.coords).astype(np.int32),
                                  feats=voxelize.voxel_feats(asset.src, asset.views)))
