@@ -4,7 +4,7 @@ VENV_STAMP := .venv/.installed
 WORKDIR ?= workdirs/tiny_stage1
 export XLA_PYTHON_CLIENT_PREALLOCATE ?= false
 
-.PHONY: install train test test-slow test-wheel lint bench clean
+.PHONY: install train curriculum test test-slow test-wheel lint bench clean
 
 $(VENV_STAMP): setup.cfg pyproject.toml
 	python3 -m venv .venv
@@ -18,6 +18,10 @@ install: $(VENV_STAMP)
 # The main job on the bundled default data, tiny preset, on CPU.
 train: $(VENV_STAMP)
 	$(PY) -m atoken_jax.train --config=experiments/stage1_image.py:tiny --workdir=$(WORKDIR)
+
+# Stage 1 -> 2 -> 3 -> 4 tiny on the bundled data, a held-out report after each stage.
+curriculum: $(VENV_STAMP)
+	$(PY) bench/curriculum.py
 
 test: $(VENV_STAMP)
 	$(PY) -m pytest -n 2 --durations=15

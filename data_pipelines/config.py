@@ -6,7 +6,8 @@ S = max_samples_per_row slots per row. Experiment configs embed it and override 
 `--config.data.tasks.image_recon.row_len=8192`.
 
 Source specs (`sources`, a tuple; parts are mixed by `weights`, default proportional to size):
-  "default"            the bundled dataset (built on first use, see `default_data.py`)
+  "default"            the bundled dataset's training split (built on first use, see
+                       `default_data.py`); "default:heldout" its held-out split (eval only)
   "arrayrecord:PATH"   a prepared directory (PATH/<modality>/*.array_record) or shard glob
   "folder:PATH"        a folder of images / videos / meshes / NeRF renders (+ .txt captions)
   "tfds:NAME[:SPLIT]"  a TFDS dataset in `tfds.data_dir` (ArrayRecord format; NAME may also be

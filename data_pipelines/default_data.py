@@ -8,7 +8,11 @@ the same writer as `atoken data prepare`, and read through the same pipeline as 
            each with a one-line caption;
   video/   camera pans and zooms over those photographs (24-48 frames, H.264 mp4, 24 fps);
   voxels/  coloured trimesh primitives (box, sphere, cylinder, cone, capsule, torus),
-           rendered from 16 views by our rasteriser and voxelised (spec §1.3).
+           rendered from 16 views by our rasteriser and voxelised (spec §1.3);
+  heldout/ the held-out split, image/ video/ voxels/ alike: the photographs in
+           `HELDOUT_PHOTOS` (and clips over them) and the shapes in `HELDOUT_SHAPES`. Nothing
+           of it is in the training directories above, which the source spec "default" reads;
+           "default:heldout" reads it (for evaluation only).
 
 A few seconds on 2 cores; a lock file makes concurrent first uses build it once; it is built
 beside the cache folder and swapped in complete (`dataset_dir.DatasetBuilder`).
@@ -25,7 +29,7 @@ from PIL import Image
 from data_pipelines import assets3d, dataset_dir, writers
 from data_pipelines.arrayrecord_io import ShardWriter
 
-VERSION = 1
+VERSION = 2
 # (skimage.data function, caption)
 PHOTOS = (
     ("astronaut", "an astronaut in a white spacesuit in front of an american flag"),
@@ -54,6 +58,18 @@ SHAPES = (
     ("capsule", "a green capsule with rounded ends"),
     ("torus", "an orange torus shaped like a ring"),
 )
+# The held-out split: never written into the training directories (tests/test_data_default.py).
+HELDOUT_PHOTOS = ("chelsea", "coffee")
+HELDOUT_SHAPES = ("capsule",)
+HELDOUT = "heldout"
+TRAIN_CLIPS = 8  # clips over the first 8 training photos
+
+
+def split(items: tuple, heldout: tuple[str, ...], part: str) -> tuple:
+  """The (name, caption) pairs of `items` in `part` ("train" or "heldout")."""
+  if part not in ("train", HELDOUT):
+    raise ValueError(f"part must be 'train' or {HELDOUT!r}, got {part!r}")
+  return tuple(it for it in items if (it[0] in heldout) == (part == HELDOUT))
 
 
 def default_cache_dir() -> str:
@@ -112,38 +128,53 @@ def _shape(name: str, rng: np.random.Generator):
   return v, np.asarray(mesh.faces), colors
 
 
-def build_default_dataset(out_dir: str, seed: int = 0) -> dict:
-  """Writes the dataset into `out_dir` (image/, video/, voxels/, manifest.json); returns counts."""
-  counts = _write_shards(out_dir, seed)
-  dataset_dir.write_manifest(out_dir, _MANIFEST, counts)
-  return counts
-
-
-_MANIFEST = {"version": VERSION, "source": "atoken_jax default data"}
-
-
-def _write_shards(out_dir: str, seed: int) -> dict:
-  rng = np.random.default_rng(seed)
+def _write_part(out_dir: str, photos: tuple, shapes: tuple, clips: int,
+                rng: np.random.Generator, seed: int) -> dict:
   counts = {}
   with ShardWriter(os.path.join(out_dir, "image")) as w:
-    for name, caption in PHOTOS:
+    for name, caption in photos:
       fmt = "PNG" if name in ("colorwheel", "text", "page") else "JPEG"
       w.write(writers.image_record(f"skimage:{name}", writers.encode_image(_photo(name), fmt),
                                    caption))
     counts["image"] = w.num_records
   sizes = ((96, 128), (128, 128), (144, 192), (112, 160))
   with ShardWriter(os.path.join(out_dir, "video")) as w:
-    for i, (name, caption) in enumerate(PHOTOS[:8]):
+    for i, (name, caption) in enumerate(photos[:clips]):
       frames = _camera_path(_photo(name), rng, int(rng.integers(24, 49)), sizes[i % len(sizes)])
       w.write(writers.video_record(f"procedural:{name}", writers.encode_video(frames),
                                    f"a slow camera move over {caption}"))
     counts["video"] = w.num_records
   with ShardWriter(os.path.join(out_dir, "voxels")) as w:
-    for i, (name, caption) in enumerate(SHAPES):
+    for name, caption in shapes:
+      i = [n for n, _ in SHAPES].index(name)
       v, f, colors = _shape(name, rng)
       asset = assets3d.mesh_to_asset(v, f, vertex_colors=colors, seed=seed + i)
       w.write(writers.voxel_record(f"primitive:{name}", asset, caption))
     counts["voxels"] = w.num_records
+  return counts
+
+
+_MANIFEST = {"version": VERSION, "source": "atoken_jax default data"}
+
+
+def build_default_dataset(out_dir: str, seed: int = 0) -> dict:
+  """Writes the dataset into `out_dir` (image/, video/, voxels/, heldout/, manifest.json);
+  returns the counts of the training part."""
+  counts = _write_shards(out_dir, seed)
+  dataset_dir.write_manifest(out_dir, _MANIFEST, counts)
+  return counts
+
+
+def _write_shards(out_dir: str, seed: int) -> dict:
+  """The training part's shards in `out_dir`, the held-out part as a dataset folder of its own
+  (its shards and manifest) in `out_dir/heldout`; -> the training part's counts."""
+  rng = np.random.default_rng(seed)
+  counts = _write_part(out_dir, split(PHOTOS, HELDOUT_PHOTOS, "train"),
+                       split(SHAPES, HELDOUT_SHAPES, "train"), TRAIN_CLIPS, rng, seed)
+  held = os.path.join(out_dir, HELDOUT)
+  heldout = _write_part(held, split(PHOTOS, HELDOUT_PHOTOS, HELDOUT),
+                        split(SHAPES, HELDOUT_SHAPES, HELDOUT), len(HELDOUT_PHOTOS), rng, seed)
+  dataset_dir.write_manifest(held, _MANIFEST, heldout)
   return counts
 
 

@@ -100,7 +100,10 @@ def resolve_parts(cfg) -> list[Part]:
     kind, _, location = spec.partition(":")
     if kind == "default":
       from data_pipelines import default_data  # pylint: disable=import-outside-toplevel
-      parts += _arrayrecord_parts(default_data.ensure_default_dataset(), modalities)
+      root = default_data.ensure_default_dataset()
+      if location not in ("", default_data.HELDOUT):
+        raise ValueError(f"unknown source spec {spec!r}: expected default or default:heldout")
+      parts += _arrayrecord_parts(os.path.join(root, location) if location else root, modalities)
     elif kind == "arrayrecord":
       parts += _arrayrecord_parts(location, modalities)
     elif kind == "folder":

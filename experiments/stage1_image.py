@@ -14,7 +14,7 @@ def get_config(arg: str = "so400m"):
   c = common.base(arg)
   tiny = arg == "tiny"
   c.stage = 1
-  c.total_steps = 60 if tiny else 200_000
+  c.total_steps = 600 if tiny else 200_000
   c.model.latent_dim = 32
   c.tasks = common.tasks(1, arg, {"image_recon": 1, "image_understand": 1})
   return c

@@ -13,8 +13,10 @@ def get_config(arg: str = "so400m"):
   c = common.base(arg)
   tiny = arg == "tiny"
   c.stage = 2
-  c.total_steps = 40 if tiny else 200_000
+  c.total_steps = 100 if tiny else 200_000
   c.model.latent_dim = 48
+  if tiny:  # fine-tuning the previous stage: a lower peak LR than stage 1's
+    c.optim.update(lr=2e-3, end_lr=2e-4, warmup_steps=10)
   c.tasks = common.tasks(2, arg, {"image_recon": 2, "image_understand": 1,
                                   "video_understand": 1, "video_recon": 6})
   if tiny:

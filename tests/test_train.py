@@ -20,6 +20,7 @@ def _cfg(steps=3, accum=1, **overrides):
   c.tasks = ml_collections.ConfigDict({"image_recon": {"accum_steps": accum}})
   c.optim.lr = 1e-3
   c.optim.warmup_steps = 0
+  c.optim.ema_decay = 0.99  # (the tiny preset's 0 makes the EMA the parameters)
   # the trainer's mechanics are tested on L1 + KL; test_full_objective_* covers the other terms
   c.loss.update(lpips=0.0, gram=0.0, clip=0.0, sem=0.0)
   c.update_from_flattened_dict(overrides)

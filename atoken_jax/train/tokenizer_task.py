@@ -25,6 +25,7 @@ from atoken_jax import tokens as tokens_lib
 from atoken_jax.model import atoken as atoken_model
 from atoken_jax.train import config_check
 from atoken_jax.train import frozen as frozen_lib
+from atoken_jax.train import heldout
 from atoken_jax.train import metrics as metrics_lib
 from atoken_jax.train import objective
 from atoken_jax.train import perceptual_inputs
@@ -126,6 +127,8 @@ class TokenizerTask:
       hooks.append(Hook(self.log_picture, every=self.cfg.image_every))
     if self.cfg.eval_every:
       hooks.append(Hook(self.evaluate, every=self.cfg.eval_every))
+    # held-out PSNR/SSIM next to PCA of equal latent size, when trained on the bundled data
+    hooks.append(Hook(heldout.report_run, at_end=True))
     return hooks
 
   # ------------------------------------------------------------------ hooks
