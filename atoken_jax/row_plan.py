@@ -16,7 +16,8 @@ otherwise, or when the group has reached `max_call_tokens` tokens, it starts the
 group is one call. Every call therefore pads at most 1/7 of its B * L tokens: the bound holds
 per call, not just on average, for one sample or many.
 
-Slots per row (S, the pooling head's [B, S] outputs) are a power of 4 >= the fullest row.
+Slots per row (S, the pooling head's [B, S] outputs) are a power of 4 >= the fullest row (at most
+`max_samples_per_row`).
 """
 from __future__ import annotations
 
@@ -45,6 +46,14 @@ def rung(n: int) -> int:
   raise AssertionError("unreachable: 16 * scale >= n")
 
 
+def _rung_at_most(n: int) -> int:
+  """The largest rung <= n (0 for n < 1)."""
+  if n <= 8:
+    return max(int(n), 0)
+  scale = 1 << (int(n).bit_length() - 4)  # n in [8 * scale, 16 * scale)
+  return max(m * scale for m in MANTISSAS if m * scale <= n)
+
+
 def rungs_between(lo: int, hi: int) -> list[int]:
   """Every rung in [lo, hi], ascending."""
   out, n = [], rung(max(lo, 1))
@@ -56,7 +65,7 @@ def rungs_between(lo: int, hi: int) -> list[int]:
 
 @dataclasses.dataclass(frozen=True)
 class Call:
-  """One jitted call: `rows` lists the input indices in each row (placement order)."""
+  """One jitted call: `rows` lists the input indices in each row, longest first."""
   row_len: int
   slots: int
   rows: tuple[tuple[int, ...], ...]
@@ -95,7 +104,8 @@ def plan(lengths: Sequence[int], *, max_row_len: int = 0, max_samples_per_row: i
     raise ValueError(f"plan needs at least one sample and >= 1 token each, got {lengths}")
   if max_samples_per_row < 1 or max_call_tokens < 1 or max_row_len < 0:
     raise ValueError("max_samples_per_row and max_call_tokens must be >= 1, max_row_len >= 0")
-  capacity = max(rung(max(lengths)), max_row_len)
+  # a rung, so that no call's row length exceeds the rows' capacity (see `pack_call`)
+  capacity = max(rung(max(lengths)), _rung_at_most(max_row_len))
   order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
   rows: list[list[int]] = []
   fill: list[int] = []
@@ -108,20 +118,23 @@ def plan(lengths: Sequence[int], *, max_row_len: int = 0, max_samples_per_row: i
     else:
       rows.append([i])
       fill.append(lengths[i])
-  groups: list[tuple[int, list[list[int]]]] = []  # (row length, rows), rows by fill descending
+  groups: list[tuple[int, list[int]]] = []  # (row length, row ids), fullest row first
   total = 0
-  for f, row in sorted(zip(fill, rows), key=lambda fr: -fr[0]):
+  for r in sorted(range(len(rows)), key=lambda r: -fill[r]):
     if groups:
       length, members = groups[-1]
       room = len(members) < max(max_call_tokens // length, 1)
-      if room and total + f >= (1.0 - MAX_PADDING) * length * (len(members) + 1):
-        members.append(row)
-        total += f
+      if room and total + fill[r] >= (1.0 - MAX_PADDING) * length * (len(members) + 1):
+        members.append(r)
+        total += fill[r]
         continue
-    groups.append((rung(f), [row]))
-    total = f
-  calls = [Call(length, _slots(max(len(r) for r in members)), tuple(tuple(r) for r in members))
-           for length, members in sorted(groups, key=lambda g: g[0])]
+    groups.append((rung(fill[r]), [r]))
+    total = fill[r]
+  calls = []
+  for length, members in sorted(groups, key=lambda g: g[0]):
+    members = sorted(members)  # creation order: `pack_call`'s first fit then rebuilds the rows
+    slots = min(_slots(max(len(rows[r]) for r in members)), max_samples_per_row)
+    calls.append(Call(length, slots, tuple(tuple(rows[r]) for r in members)))
   return calls
 
 
@@ -131,20 +144,24 @@ def padding_fraction(lengths: Sequence[int], calls: Sequence[Call]) -> float:
   return 1.0 - sum(int(n) for n in lengths) / computed
 
 
-def pack_call(seqs: Sequence[TokenSeq], call: Call, tile_latent_frames: int = 4
-              ) -> packing.PackedBatch:
-  """The [B, L] batch of one call; `sample_index` holds indices into `seqs`."""
-  parts = []
-  for row in call.rows:
-    part = packing.pack([seqs[i] for i in row], call.row_len, call.slots, num_rows=1,
-                        tile_latent_frames=tile_latent_frames)
-    part.sample_index = np.where(part.sample_index >= 0,
-                                 np.asarray(row, np.int32)[np.maximum(part.sample_index, 0)],
-                                 -1).astype(np.int32)
-    parts.append(part)
-  return packing.PackedBatch(**{
-      f.name: np.concatenate([getattr(p, f.name) for p in parts])
-      for f in dataclasses.fields(packing.PackedBatch)})
+def pack_call(seqs: Sequence[TokenSeq], call: Call, **pack_kwargs) -> packing.PackedBatch:
+  """The [B, L] batch of one call (`sample_index` holds indices into `seqs`).
+
+  `packing.pack`'s first fit, fed the call's samples longest first, rebuilds the planned rows:
+  a sample went to row r of the plan because every earlier row lacked the room (in rows at least
+  as long as this call's) or a free slot, and the call keeps the rows in creation order.
+  pack_kwargs go to `packing.pack` (e.g. tile_latent_frames).
+  """
+  order = sorted((i for row in call.rows for i in row), key=lambda i: (-len(seqs[i]), i))
+  batch = packing.pack([seqs[i] for i in order], call.row_len, call.slots,
+                       num_rows=len(call.rows), **pack_kwargs)
+  batch.sample_index = np.where(batch.sample_index >= 0,
+                                np.asarray(order, np.int32)[np.maximum(batch.sample_index, 0)],
+                                -1).astype(np.int32)
+  got = tuple(tuple(int(i) for i in row if i >= 0) for row in batch.sample_index)
+  if got != call.rows:
+    raise AssertionError(f"packing.pack placed {got}, the plan says {call.rows}")
+  return batch
 
 
 DENSE_COST_IMPLS = ("dense", "chunked")

@@ -162,7 +162,7 @@ class Tokenizer:
 
   def _batches(self, seqs):
     for call in self.plan(seqs):
-      yield row_plan.pack_call(seqs, call, self.cfg.tile_latent_frames)
+      yield row_plan.pack_call(seqs, call, tile_latent_frames=self.cfg.tile_latent_frames)
 
   def encode(self, inputs: Sequence[Any], posterior: str = "mean", seed: int = 0) -> Encoding:
     """Images [H,W,3], videos [T,H,W,3] (float, [-1, 1]) and `Voxels` -> an `Encoding`.

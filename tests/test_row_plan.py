@@ -35,7 +35,7 @@ def _check_plan(lengths, calls, max_call_tokens, max_samples_per_row):
     fills = [sum(lengths[i] for i in row) for row in c.rows]
     assert max(fills) <= length and max(len(r) for r in c.rows) <= min(slots,
                                                                         max_samples_per_row)
-    assert slots in (1, 4, 16, 64, 256)
+    assert slots in (1, 4, 16, 64, 256, max_samples_per_row)
     assert b * length <= max_call_tokens or b == 1
     assert 1 - sum(fills) / (b * length) <= PADDING_BUDGET, (lengths, c)
 
@@ -73,6 +73,33 @@ def test_short_samples_share_rows_that_fit_them():
   assert sorted(c.shape for c in calls) == [(1, 112, 1), (1, 1024, 1)]
   with pytest.raises(ValueError, match="at least one sample"):
     row_plan.plan([])
+
+
+def _seq(n):
+  return tokens.TokenSeq(patches=np.full((n, 3072), n, np.float32),
+                         coords=np.stack([np.zeros(n), np.arange(n) // 8, np.arange(n) % 8,
+                                          np.zeros(n)], 1).astype(np.int32),
+                         kind="image", frames=1, grid=(1, -(-n // 8), 8))
+
+
+def test_pack_call_builds_exactly_the_planned_rows():
+  rng = np.random.default_rng(1)
+  for _ in range(40):
+    lengths = [int(n) for n in rng.integers(1, 300, int(rng.integers(1, 25)))]
+    seqs = [_seq(n) for n in lengths]
+    calls = row_plan.plan(lengths, max_row_len=int(rng.choice([0, 500, 1000])),
+                          max_samples_per_row=int(rng.choice([2, 5, 64])),
+                          max_call_tokens=int(rng.choice([256, 4096])))
+    for call in calls:
+      batch = row_plan.pack_call(seqs, call)  # raises if first fit strays from the plan
+      assert batch.segment_ids.shape == call.shape[:2]
+      assert batch.sample_index.shape == (len(call.rows), call.slots)
+      for r, row in enumerate(call.rows):  # each sample's own tokens, in its planned row
+        start = 0
+        for i in row:
+          np.testing.assert_array_equal(batch.patches[r, start:start + lengths[i], 0], lengths[i])
+          start += lengths[i]
+        assert not batch.segment_ids[r, start:].any()
 
 
 # A typical folder of photos: camera / phone / web sizes after the centre crop to multiples of 16.
