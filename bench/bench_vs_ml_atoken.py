@@ -177,9 +177,11 @@ def _best(fn, repeats: int) -> float:
   return min(times)
 
 
-def inference(tok, mla, weights, cfg_path, inputs, repeats: int) -> list[dict]:
+def inference(tok, mla, weights, cfg_path, inputs, repeats: int, device: str = "cpu"
+              ) -> list[dict]:
   import torch  # pylint: disable=import-outside-toplevel
-  wrapper = mla.ATokenWrapper(cfg_path, weights).eval()
+  wrapper = mla.ATokenWrapper(cfg_path, weights).eval().to(device)
+  sync = torch.cuda.synchronize if device.startswith("cuda") else lambda: None
   latent_dim = tok.cfg.latent_dim
 
   def ours(xs):
@@ -188,11 +190,12 @@ def inference(tok, mla, weights, cfg_path, inputs, repeats: int) -> list[dict]:
 
   def theirs(xs):
     with torch.no_grad():
-      x = wrapper.image_video_to_sparse_tensor([torch.from_numpy(a) for a in xs])
+      x = wrapper.image_video_to_sparse_tensor([torch.from_numpy(a).to(device) for a in xs])
       z, _, _ = wrapper.encode(x, normalize=True)
       rec = wrapper.decode(z.replace(z.feats[:, :latent_dim].contiguous()), training=False).sample
+      sync()
       b = rec.coords[:, 0]
-      return [rec.feats[b == i].numpy() for i in range(len(xs))]
+      return [rec.feats[b == i].cpu().numpy() for i in range(len(xs))]
 
   from atoken_jax import tokens  # pylint: disable=import-outside-toplevel
   n_tokens = sum(len(tokens.to_tokens(x)) for x in inputs)
@@ -210,15 +213,16 @@ def inference(tok, mla, weights, cfg_path, inputs, repeats: int) -> list[dict]:
 
 
 def _their_train_rate(mla, weights, cfg_path, batch, steps: int, kl_weight: float,
-                      rec_weight: float) -> float:
+                      rec_weight: float, device: str = "cpu") -> float:
   """A plain PyTorch loop around their model: tokens/s of one L1 + KL step with AdamW."""
   import torch  # pylint: disable=import-outside-toplevel
-  model = mla.ATokenWrapper(cfg_path, weights).model.train()
+  model = mla.ATokenWrapper(cfg_path, weights).model.train().to(device)
+  sync = torch.cuda.synchronize if device.startswith("cuda") else lambda: None
   real = batch["segment_ids"] > 0
   feats = torch.from_numpy(batch["patches"][real])
   b = (batch["segment_ids"][real] - 1).astype(np.int32)  # one sample per segment (images)
   coords = np.concatenate([b[:, None], batch["coords"][real]], 1)
-  x = mla.SparseTensor(feats=feats, coords=torch.from_numpy(coords).int())
+  x = mla.SparseTensor(feats=feats.to(device), coords=torch.from_numpy(coords).int().to(device))
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
 
   def step():
@@ -234,14 +238,16 @@ def _their_train_rate(mla, weights, cfg_path, batch, steps: int, kl_weight: floa
     opt.step()
 
   step()
+  sync()
   t0 = time.perf_counter()
   for _ in range(steps):
     step()
+  sync()
   return int(real.sum()) / ((time.perf_counter() - t0) / steps)
 
 
-def train(preset: str, mla, weights, cfg_path, steps: int, images_per_row: tuple[int, ...]
-          ) -> list[dict]:
+def train(preset: str, mla, weights, cfg_path, steps: int, images_per_row: tuple[int, ...],
+          device: str = "cpu") -> list[dict]:
   import bench_train_step  # pylint: disable=import-outside-toplevel
   from experiments import stage1_image  # pylint: disable=import-outside-toplevel
   loss = stage1_image.get_config(preset).loss
@@ -250,7 +256,7 @@ def train(preset: str, mla, weights, cfg_path, steps: int, images_per_row: tuple
     batch = bench_train_step.grid_batch(1, 64 * per_row, 128)
     r = bench_train_step.measure(preset, batch, steps=steps, dtype="float32", remat="none")
     theirs = _their_train_rate(mla, weights, cfg_path, batch, steps, float(loss.kl),
-                               float(loss.rec) * float(loss.l1))
+                               float(loss.rec) * float(loss.l1), device)
     rows.append(dict(what=f"train step, {per_row} x 128^2 images in one row", tokens=r["tokens"],
                      ours=r["tokens_s"], theirs=theirs, diff=None))
   return rows
@@ -269,6 +275,7 @@ def main(argv=None) -> int:
   p.add_argument("--images-per-row", type=int, nargs="*", default=[16, 64])
   p.add_argument("--skip-inference", action="store_true")
   p.add_argument("--skip-train", action="store_true")
+  p.add_argument("--torch-device", default="cpu", help="where their model runs: cpu or cuda")
   a = p.parse_args(argv)
   mla = import_ml_atoken(a.ml_atoken)
   import jax  # pylint: disable=import-outside-toplevel
@@ -283,9 +290,10 @@ def main(argv=None) -> int:
   with tempfile.TemporaryDirectory() as tmp:
     weights, cfg_path = export_weights(tok, tmp)
     if not a.skip_inference:
-      rows += inference(tok, mla, weights, cfg_path, sample_inputs(), a.repeats)
+      rows += inference(tok, mla, weights, cfg_path, sample_inputs(), a.repeats, a.torch_device)
     if not a.skip_train:
-      rows += train(a.preset, mla, weights, cfg_path, a.train_steps, tuple(a.images_per_row))
+      rows += train(a.preset, mla, weights, cfg_path, a.train_steps, tuple(a.images_per_row),
+                    a.torch_device)
   print(f"\n{a.preset} preset, float32, load average at end {os.getloadavg()[0]:.1f}")
   print("| what | real tokens | ours tokens/s | ml-atoken tokens/s | ours / theirs | max |Δ| |")
   print("|---|---|---|---|---|---|")
