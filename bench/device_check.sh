@@ -54,7 +54,7 @@ OLD=${IMPLS[0]:-$DEFAULT_OLD}
 NEW=${IMPLS[1]:-$DEFAULT_NEW}
 
 if [ $SMOKE = 1 ]; then
-  PRESET=tiny; ROW_LEN=1024; DTYPE=float32; STEPS=2; T_TRAIN=300; T_INFER=300; T_GS=300
+  PRESET=tiny; ROW_LEN=1024; DTYPE=float32; STEPS=2; T_TRAIN=900; T_INFER=900; T_GS=900
   INFER_ARGS=(--preset tiny --repeats 1); GS_ARGS=(--voxels 300 --per-voxel 4 --size 64 --repeats 1)
 else
   PRESET=so400m; ROW_LEN=16384; DTYPE=bfloat16; STEPS=5; T_TRAIN=150; T_INFER=90; T_GS=60
