@@ -19,7 +19,8 @@ column compares the two reconstructions (same weights, float32): a check that bo
 computation.
 
 Train step: rows of 16 and of 64 images of 128^2 (1,024 and 4,096 tokens), L1 + KL, AdamW,
-float32. Ours: `bench_train_step.measure` (the real trainer's step, remat off to match). Theirs:
+float32. Ours: `bench_train_step.measure` (the real trainer's step, the preset's remat policy
+unless --remat says otherwise: "dots" recomputes what the PyTorch loop keeps). Theirs:
 a plain PyTorch loop (autograd, AdamW, grad-norm clip 1.0) around their `AutoencoderKL`.
 """
 from __future__ import annotations
@@ -247,18 +248,19 @@ def _their_train_rate(mla, weights, cfg_path, batch, steps: int, kl_weight: floa
 
 
 def train(preset: str, mla, weights, cfg_path, steps: int, images_per_row: tuple[int, ...],
-          device: str = "cpu") -> list[dict]:
+          device: str = "cpu", remat: str | None = None) -> list[dict]:
   import bench_train_step  # pylint: disable=import-outside-toplevel
   from experiments import stage1_image  # pylint: disable=import-outside-toplevel
   loss = stage1_image.get_config(preset).loss
   rows = []
   for per_row in images_per_row:
     batch = bench_train_step.grid_batch(1, 64 * per_row, 128)
-    r = bench_train_step.measure(preset, batch, steps=steps, dtype="float32", remat="none")
+    r = bench_train_step.measure(preset, batch, steps=steps, dtype="float32", remat=remat)
     theirs = _their_train_rate(mla, weights, cfg_path, batch, steps, float(loss.kl),
                                float(loss.rec) * float(loss.l1), device)
-    rows.append(dict(what=f"train step, {per_row} x 128^2 images in one row", tokens=r["tokens"],
-                     ours=r["tokens_s"], theirs=theirs, diff=None))
+    rows.append(dict(what=f"train step, {per_row} x 128^2 images in one row (remat "
+                          f"{r['model_cfg'].remat})", tokens=r["tokens"], ours=r["tokens_s"],
+                     theirs=theirs, diff=None))
   return rows
 
 
@@ -276,6 +278,10 @@ def main(argv=None) -> int:
   p.add_argument("--skip-inference", action="store_true")
   p.add_argument("--skip-train", action="store_true")
   p.add_argument("--torch-device", default="cpu", help="where their model runs: cpu or cuda")
+  p.add_argument("--remat", default=None,
+                 help="our train step's remat policy (default: the preset's config, 'dots' for "
+                      "base; 'none' recomputes nothing, as the PyTorch loop does, and needs "
+                      "several GiB more for 64 images)")
   a = p.parse_args(argv)
   mla = import_ml_atoken(a.ml_atoken)
   import jax  # pylint: disable=import-outside-toplevel
@@ -286,21 +292,24 @@ def main(argv=None) -> int:
         f"({jax.devices()[0].platform}), torch {torch.__version__} ({torch.get_num_threads()} "
         f"threads), load average at start {os.getloadavg()[0]:.1f}", flush=True)
   tok = aj.Tokenizer.init_random(a.preset, seed=0)
-  rows = []
+  print(f"\n{a.preset} preset, float32 (rows print as they finish)")
+  print("| what | real tokens | ours tokens/s | ml-atoken tokens/s | ours / theirs | max |Δ| |")
+  print("|---|---|---|---|---|---|", flush=True)
+
+  def show(rows):
+    for r in rows:
+      diff = "" if r["diff"] is None else f"{r['diff']:.1e}"
+      print(f"| {r['what']} | {r['tokens']:,} | {r['ours']:,.0f} | {r['theirs']:,.0f} | "
+            f"{r['ours'] / r['theirs']:.2f} | {diff} |", flush=True)
+
   with tempfile.TemporaryDirectory() as tmp:
     weights, cfg_path = export_weights(tok, tmp)
     if not a.skip_inference:
-      rows += inference(tok, mla, weights, cfg_path, sample_inputs(), a.repeats, a.torch_device)
+      show(inference(tok, mla, weights, cfg_path, sample_inputs(), a.repeats, a.torch_device))
     if not a.skip_train:
-      rows += train(a.preset, mla, weights, cfg_path, a.train_steps, tuple(a.images_per_row),
-                    a.torch_device)
-  print(f"\n{a.preset} preset, float32, load average at end {os.getloadavg()[0]:.1f}")
-  print("| what | real tokens | ours tokens/s | ml-atoken tokens/s | ours / theirs | max |Δ| |")
-  print("|---|---|---|---|---|---|")
-  for r in rows:
-    diff = "" if r["diff"] is None else f"{r['diff']:.1e}"
-    print(f"| {r['what']} | {r['tokens']:,} | {r['ours']:,.0f} | {r['theirs']:,.0f} | "
-          f"{r['ours'] / r['theirs']:.2f} | {diff} |")
+      show(train(a.preset, mla, weights, cfg_path, a.train_steps, tuple(a.images_per_row),
+                 a.torch_device, a.remat))
+  print(f"load average at end {os.getloadavg()[0]:.1f}")
   return 0
 
 
