@@ -4,7 +4,7 @@ VENV_STAMP := .venv/.installed
 WORKDIR ?= workdirs/tiny_stage1
 export XLA_PYTHON_CLIENT_PREALLOCATE ?= false
 
-.PHONY: install train curriculum test test-slow test-wheel lint bench clean
+.PHONY: install train curriculum test test-slow test-wheel lint bench bench-ml-atoken clean
 
 $(VENV_STAMP): setup.cfg pyproject.toml
 	python3 -m venv .venv
@@ -39,6 +39,11 @@ lint: $(VENV_STAMP)
 bench: $(VENV_STAMP)
 	$(PY) bench/bench_model.py
 	$(PY) bench/bench_train_memory.py
+
+# Ours vs Apple's released code: ML_ATOKEN = a folder holding ml-atoken's atoken_inference/.
+bench-ml-atoken: $(VENV_STAMP)
+	.venv/bin/pip install -q -e ".[bench]"
+	$(PY) bench/bench_vs_ml_atoken.py --ml-atoken $(ML_ATOKEN)
 
 clean:
 	rm -rf .venv .pytest_cache workdirs

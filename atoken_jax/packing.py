@@ -255,20 +255,3 @@ def packing_efficiency(batch: PackedBatch) -> float:
   """Real tokens / token capacity B * L, in [0, 1]."""
   return float(np.count_nonzero(batch.segment_ids)) / max(batch.segment_ids.size, 1)
 
-
-def bucket_row_len(n: int, multiple: int = 256) -> int:
-  """Smallest rung >= n of the ladder multiple * (1, 2, 3, 4, 6, 8, 12, 16, ...).
-
-  Two rungs per octave (2^k and 1.5 * 2^k, times `multiple`): jit compiles once per rung that
-  occurs, and a row wastes less than a third of its capacity to rounding (powers of two alone
-  would waste up to half). Every rung is a multiple of `multiple` (keep it a multiple of the
-  attention kernel's block size).
-  """
-  if n < 1 or multiple < 1:
-    raise ValueError(f"bucket_row_len needs n >= 1 and multiple >= 1, got {n}, {multiple}")
-  power = 1
-  while multiple * power < n:
-    if power > 1 and multiple * power * 3 // 2 >= n:
-      return multiple * power * 3 // 2
-    power *= 2
-  return multiple * power

@@ -6,9 +6,9 @@
     enc.pooled, enc.embedding
     rec = tok.decode(enc); rec.pixels(i)
 
-Inputs are validated and tokenised on the host, packed into [B, L] rows whose sizes come from a
-coarse ladder (so one compile serves many input sizes), run through jitted model functions,
-and unpacked per sample in ml-atoken's token order.
+Inputs are validated and tokenised on the host, packed into [B, L] rows whose lengths come from
+`atoken_jax.row_plan`'s ladder (padding at most 1/7 of the computed tokens, few compiled shapes),
+run through jitted model functions, and unpacked per sample in ml-atoken's token order.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import numpy as np
 from atoken_jax import attention_blocks
 from atoken_jax import config as config_lib
 from atoken_jax import packing
+from atoken_jax import row_plan
 from atoken_jax import tokens as tokens_lib
 from atoken_jax.model import atoken as atoken_model
 
@@ -93,13 +94,16 @@ class Reconstruction:
 class Tokenizer:
   """An AToken model (config + parameters) with host-side batching around jitted functions."""
 
-  def __init__(self, cfg: config_lib.ModelConfig, params: Any, *, max_samples_per_row: int = 8,
-               row_multiple: int = 256):
+  def __init__(self, cfg: config_lib.ModelConfig, params: Any, *, max_samples_per_row: int = 64,
+               max_row_len: int | None = None, max_call_tokens: int = 1 << 15):
+    """Batching (see `atoken_jax.row_plan.plan`): rows of at most `max_row_len` tokens (None:
+    `row_plan.default_max_row_len(cfg)`), calls of at most `max_call_tokens` tokens."""
     self.cfg = cfg
     self.params = nn.meta.unbox(params)
     self.model = atoken_model.AToken(cfg)
     self.max_samples_per_row = max_samples_per_row
-    self.row_multiple = row_multiple
+    self.max_row_len = row_plan.default_max_row_len(cfg) if max_row_len is None else max_row_len
+    self.max_call_tokens = max_call_tokens
 
   # ------------------------------------------------------------------ construction
   @classmethod
@@ -157,16 +161,18 @@ class Tokenizer:
                                   path)
 
   # ------------------------------------------------------------------ running
-  def pack(self, seqs: Sequence[tokens_lib.TokenSeq]) -> packing.PackedBatch:
-    """Packs samples into a bucketed [B, L] batch (B a power of two)."""
-    row_len = packing.bucket_row_len(max(len(s) for s in seqs), self.row_multiple)
-    kw = dict(tile_latent_frames=self.cfg.tile_latent_frames,
-              block_len=attention_blocks.block_len_for(jax.default_backend()),
-              kv_cache_frames=self.cfg.decoder_kv_cache_frames)
-    batch = packing.pack(seqs, row_len, self.max_samples_per_row, **kw)
-    rows = batch.segment_ids.shape[0]
-    return packing.pack(seqs, row_len, self.max_samples_per_row,
-                        num_rows=1 << (rows - 1).bit_length(), **kw)
+  def plan(self, seqs: Sequence[tokens_lib.TokenSeq]) -> list[row_plan.Call]:
+    """The calls (row length, rows, slots) that `encode` and `decode` run these samples as."""
+    return row_plan.plan([len(s) for s in seqs], max_row_len=self.max_row_len,
+                         max_samples_per_row=self.max_samples_per_row,
+                         max_call_tokens=self.max_call_tokens)
+
+  def _batches(self, seqs):
+    for call in self.plan(seqs):
+      yield row_plan.pack_call(
+          seqs, call, tile_latent_frames=self.cfg.tile_latent_frames,
+          block_len=attention_blocks.block_len_for(jax.default_backend()),
+          kv_cache_frames=self.cfg.decoder_kv_cache_frames)
 
   def encode(self, inputs: Sequence[Any], posterior: str = "mean", seed: int = 0) -> Encoding:
     """Images [H,W,3], videos [T,H,W,3] (float, [-1, 1]) and `Voxels` -> an `Encoding`.
@@ -181,12 +187,19 @@ class Tokenizer:
       raise ValueError("encode takes a non-empty list of images, videos or Voxels, got "
                        f"{_describe(inputs)}")
     seqs = [_input_tokens(i, x) for i, x in enumerate(inputs)]
-    batch = self.pack(seqs)
-    out = _encode_jit(self.cfg, posterior)(self.params, model_inputs(batch),
-                                             jax.random.key(seed))
-    out = jax.tree.map(np.asarray, out)
-    per = {k: packing.unpack(v, batch) for k, v in out.items() if k != "pooled"}
-    pooled = np.stack(packing.unpack_samples(out["pooled"], batch))
+    per: dict[str, dict[int, np.ndarray]] = {}
+    pooled_by = {}
+    for call, batch in enumerate(self._batches(seqs)):
+      # one noise stream per call, so "sample" posteriors differ between calls
+      out = _encode_jit(self.cfg, posterior)(self.params, model_inputs(batch),
+                                               jax.random.fold_in(jax.random.key(seed), call))
+      out = jax.tree.map(np.asarray, out)
+      placed = batch.placed
+      for k, v in out.items():
+        if k != "pooled":
+          per.setdefault(k, {}).update(zip(placed, packing.unpack(v, batch)))
+      pooled_by.update(zip(placed, packing.unpack_samples(out["pooled"], batch)))
+    pooled = np.stack([pooled_by[i] for i in range(len(seqs))])
     samples = [SampleEncoding(features=per["features"][i], mean=per["mean"][i],
                               logvar=per["logvar"][i], latent=per["latent"][i], tokens=seqs[i],
                               codes=per["codes"][i] if "codes" in per else None,
@@ -202,15 +215,17 @@ class Tokenizer:
     seqs = [s.tokens for s in enc.samples]
     for i, s in enumerate(enc.samples):
       check_latent(i, s.latent, len(s.tokens), self.cfg.latent_dim)
-    batch = self.pack(seqs)
-    latent = np.zeros(batch.segment_ids.shape + (self.cfg.latent_dim,), np.float32)
-    starts = np.cumsum(batch.sample_lengths, 1) - batch.sample_lengths
-    for r, k in zip(*np.nonzero(batch.sample_index >= 0)):
-      s = enc.samples[batch.sample_index[r, k]].latent
-      latent[r, starts[r, k]:starts[r, k] + len(s)] = s
-    rec = np.asarray(_decode_jit(self.cfg)(self.params, jnp.asarray(latent),
-                                             model_inputs(batch)))
-    return Reconstruction(packing.unpack(rec, batch), seqs)
+    patches = {}
+    for batch in self._batches(seqs):
+      latent = np.zeros(batch.segment_ids.shape + (self.cfg.latent_dim,), np.float32)
+      starts = np.cumsum(batch.sample_lengths, 1) - batch.sample_lengths
+      for r, k in zip(*np.nonzero(batch.sample_index >= 0)):
+        s = enc.samples[batch.sample_index[r, k]].latent
+        latent[r, starts[r, k]:starts[r, k] + len(s)] = s
+      rec = np.asarray(_decode_jit(self.cfg)(self.params, jnp.asarray(latent),
+                                               model_inputs(batch)))
+      patches.update(zip(batch.placed, packing.unpack(rec, batch)))
+    return Reconstruction([patches[i] for i in range(len(seqs))], seqs)
 
 
 def _describe(x) -> str:

@@ -5,7 +5,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atoken_jax.packing import (
-  bucket_row_len,
   pack,
   pack_greedy,
   packing_efficiency,
@@ -157,12 +156,3 @@ def test_unpack_rejects_wrong_shapes():
     unpack(np.zeros((1, 7)), batch)
   with pytest.raises(ValueError, match=r"\[B, S, \.\.\.\]"):
     unpack_samples(np.zeros((1, 3)), batch)
-
-
-def test_bucket_row_len_ladder():
-  ladder = [256, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144]
-  for lo, hi in zip([0] + ladder, ladder):
-    assert bucket_row_len(lo + 1) == hi and bucket_row_len(hi) == hi
-  assert bucket_row_len(100, multiple=64) == 128 and bucket_row_len(150, multiple=64) == 192
-  with pytest.raises(ValueError):
-    bucket_row_len(0)
