@@ -5,12 +5,13 @@ temporal tile, a 3D window) are contiguous in the row, so the (query block, key 
 hold any allowed query-key pair are known on the host from each group's token range. The table
 lists only those pairs; `atoken_jax.model.block_sparse` visits them and nothing else.
 
-Table layout (static shapes, bucketed so one compile serves many batches):
+Table layout (shapes depend only on B, L and the block, so one compile serves every batch):
   attn_pairs [B, C, G, 2] int32: (query block, key block) of the live pairs of each row, walked
-    in C chunks of G pairs. Within a chunk the query blocks are distinct (the kernel updates
-    their softmax state in parallel). Padding pairs are (-1, -1). The kernel loops only over
-    the chunks that hold a live pair (C is a shape bucket, not a trip count); padding pairs
-    inside a partly filled chunk are computed fully masked (`pairs_computed` counts them).
+    in chunks of G pairs. Within a chunk the query blocks are distinct (the kernel updates
+    their softmax state in parallel). Padding pairs are (-1, -1). C = ceil(n_blocks^2 / G) holds
+    any row; the kernel loops only over the chunks that hold a live pair (C is a capacity, not
+    a trip count); padding pairs inside a partly filled chunk are computed fully masked
+    (`pairs_computed` counts them).
   attn_kv_counts [B, n_blocks] int32: live key blocks per query block (0 = a block of padding).
     Its width tells the kernel the block size: block_len = L / n_blocks (a divisor of L).
 
@@ -33,16 +34,6 @@ def block_len_for(platform: str) -> int:
   return DEFAULT_BLOCK_LEN if platform == "cpu" else ACCELERATOR_BLOCK_LEN
 
 
-def bucket_chunks(n: int) -> int:
-  """Smallest rung >= n of 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, ... (four per octave):
-  a bounded number of compiled shapes, at most 25% padding pairs."""
-  if n <= 4:
-    return max(n, 1)
-  power = 1 << (n.bit_length() - 3)  # n / power lies in [4, 8)
-  rung = -(-n // power)
-  return rung * power if rung % 2 == 0 or rung < 8 else (rung + 1) * power
-
-
 def divisor_block(length: int, block_len: int) -> int:
   """The block actually used for rows of `length`: the largest divisor of `length` that is at
   most `block_len` (the kernel reads block_len = L / n_blocks from the table's shape)."""
@@ -50,9 +41,10 @@ def divisor_block(length: int, block_len: int) -> int:
 
 
 def default_chunk(block_len: int, n_blocks: int) -> int:
-  """Pairs per chunk: 16 blocks of 128^2 scores (about 16 * 128^2 per head and row in flight),
-  fewer for larger blocks, never more than there are query blocks."""
-  return max(1, min(n_blocks, MAX_CHUNK_PAIRS * DEFAULT_BLOCK_LEN ** 2 // block_len ** 2))
+  """Pairs per chunk: 16 of 128-token blocks, 8 of 256, 4 of 512 (larger blocks are for
+  accelerators, which have memory for more scores in flight), never more than there are query
+  blocks."""
+  return max(1, min(n_blocks, MAX_CHUNK_PAIRS * DEFAULT_BLOCK_LEN // block_len))
 
 
 def group_ranges(segment_ids: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -128,8 +120,8 @@ def block_table(segment_ids: np.ndarray, block_len: int = DEFAULT_BLOCK_LEN, *,
     chunk: pairs per chunk (default `default_chunk`).
 
   Returns:
-    {"attn_pairs": [B, C, G, 2] int32, "attn_kv_counts": [B, n_blocks] int32}, C bucketed by
-    `bucket_chunks` over the row that needs the most chunks.
+    {"attn_pairs": [B, C, G, 2] int32, "attn_kv_counts": [B, n_blocks] int32},
+    C = ceil(n_blocks^2 / G).
   """
   seg = np.asarray(segment_ids)
   if seg.ndim != 2 or block_len < 1:
@@ -148,8 +140,7 @@ def block_table(segment_ids: np.ndarray, block_len: int = DEFAULT_BLOCK_LEN, *,
     live = live_blocks(ranges, n_blocks, block_len)
     counts[r] = live.sum(1)
     rows.append(chunk_pairs(live, chunk))
-  num_chunks = bucket_chunks(max((len(c) for c in rows), default=0))
-  pairs = np.full((b, num_chunks, chunk, 2), -1, np.int32)
+  pairs = np.full((b, -(-n_blocks * n_blocks // chunk), chunk, 2), -1, np.int32)
   for r, chunks in enumerate(rows):
     for c, members in enumerate(chunks):
       pairs[r, c, :len(members)] = members

@@ -103,12 +103,12 @@ def test_block_table_lists_exactly_the_blocks_that_share_a_segment():
   assert needed <= computed < 400 ** 2 * len(seg)
 
 
-def test_bucket_chunks_is_a_short_ladder_with_at_most_a_quarter_of_padding():
-  rungs = {attention_blocks.bucket_chunks(n) for n in range(1, 5000)}
-  assert len(rungs) <= 4 * 13
-  for n in range(1, 5000):
-    c = attention_blocks.bucket_chunks(n)
-    assert n <= c <= max(n, 4) * 1.25
+def test_block_table_shape_depends_only_on_the_batch_shape():
+  one_segment = attention_blocks.block_table(_segments([[400], [400]], 400), 32)  # worst case
+  small = attention_blocks.block_table(_segments([[3, 5], [1]], 400), 32)
+  assert one_segment["attn_pairs"].shape == small["attn_pairs"].shape == (2, 16, 16, 2)
+  assert (one_segment["attn_pairs"] >= 0).all()  # the capacity is exactly the worst case
+  assert attention_blocks.live_chunks(small["attn_pairs"]).tolist() == [1, 1]
 
 
 def _video_batch(cache_frames, block_len=16):
