@@ -21,25 +21,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
+from atoken_jax import config_files  # noqa: E402
 from atoken_jax import tokenizer as tokenizer_lib  # noqa: E402
 from atoken_jax.train import heldout  # noqa: E402
 from atoken_jax.train import loop as loop_lib  # noqa: E402
 from atoken_jax.train import restore  # noqa: E402
 from atoken_jax.train import tokenizer_task  # noqa: E402
 from bench import plot_png  # noqa: E402
-from experiments import stage1_image  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _override(cfg, items):
-  for item in items:
-    key, _, value = item.partition("=")
-    node, parts = cfg, key.split(".")
-    for p in parts[:-1]:
-      node = node[p]
-    old = node[parts[-1]]
-    node[parts[-1]] = value if isinstance(old, str) else type(old)(json.loads(value))
 
 
 def score(cfg, model_cfg, model_params) -> dict:
@@ -52,13 +42,13 @@ def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--workdir", default="workdirs/convergence")
   ap.add_argument("--every", type=int, default=100, help="checkpoint (and score) every N steps")
-  ap.add_argument("--set", nargs="*", default=[], help="config overrides key=json_value")
+  ap.add_argument("--set", nargs="*", default=[],
+                  help="config overrides key=value, as --config.key=value of `atoken train`")
   ap.add_argument("--out", default=HERE, help="where the JSON and the plots go")
   args = ap.parse_args(argv)
 
-  cfg = stage1_image.get_config("tiny")
+  cfg = config_files.load("stage1_image:tiny", [f"--config.{kv}" for kv in args.set])
   cfg.ckpt_every, cfg.keep, cfg.image_every = args.every, 10_000, 0
-  _override(cfg, args.set)
   loop = loop_lib.Loop(tokenizer_task.TokenizerTask(cfg), args.workdir)
   model_cfg = loop.task.model_cfg
   t0 = time.perf_counter()

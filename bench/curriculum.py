@@ -23,24 +23,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from atoken_jax import config_files  # noqa: E402
 from atoken_jax.train import heldout  # noqa: E402
 from atoken_jax.train import loop as loop_lib  # noqa: E402
 from atoken_jax.train import tokenizer_task  # noqa: E402
 from bench import plot_png  # noqa: E402
-from experiments import stage1_image, stage2_video, stage3_3d, stage4_fsq  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-STAGES = {1: stage1_image, 2: stage2_video, 3: stage3_3d, 4: stage4_fsq}
+STAGES = {1: "stage1_image", 2: "stage2_video", 3: "stage3_3d", 4: "stage4_fsq"}
 WITHIN_DB = 1.0
-
-
-def _override(cfg, item: str) -> None:
-  key, _, value = item.partition("=")
-  node, parts = cfg, key.split(".")
-  for p in parts[:-1]:
-    node = node[p]
-  old = node[parts[-1]]
-  node[parts[-1]] = value if isinstance(old, str) else type(old)(json.loads(value))
 
 
 def _cell(report: dict, modality: str) -> str:
@@ -54,18 +45,17 @@ def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--root", default="workdirs/curriculum")
   ap.add_argument("--stages", type=int, nargs="*", default=[1, 2, 3, 4])
-  ap.add_argument("--set", nargs="*", default=[], help="STAGE:key=json_value overrides")
+  ap.add_argument("--set", nargs="*", default=[],
+                  help="STAGE:key=value overrides, as --config.key=value of `atoken train`")
   ap.add_argument("--out", default=HERE)
   args = ap.parse_args(argv)
 
   rows, previous = [], ""
   for stage in args.stages:
-    cfg = STAGES[stage].get_config("tiny")
+    overrides = [f"--config.{item.partition(':')[2]}" for item in args.set
+                 if int(item.partition(":")[0]) == stage]
+    cfg = config_files.load(f"{STAGES[stage]}:tiny", overrides)
     cfg.image_every = 0
-    for item in args.set:
-      s, _, kv = item.partition(":")
-      if int(s) == stage:
-        _override(cfg, kv)
     workdir = os.path.join(args.root, f"stage{stage}")
     if stage > 1:
       previous = previous or os.path.join(args.root, f"stage{stage - 1}")
