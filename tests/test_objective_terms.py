@@ -141,6 +141,7 @@ def test_the_table_names_the_papers_terms_for_every_modality_and_task():
 
 def test_active_terms_follow_weights_networks_and_the_latent():
   cfg = common.base("tiny").loss
+  cfg.update(lpips=1.0, gram=1.0, clip=1.0, sem=1.0)  # every term on (the tiny job trains L1+KL)
   model_cfg = config_lib.model_config("tiny")
   full = frozen_lib.FrozenSpec("alex", model_cfg, None)
   image_rec = objective.TaskKind("image", "reconstruction")

