@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 from atoken_jax import cli_errors, pixel_budget
+from atoken_jax.atomic_write import write_atomic
 
 def read_media(path: str, budget: pixel_budget.PixelBudget | None = None
                ) -> np.ndarray:
@@ -42,18 +43,6 @@ def read_media(path: str, budget: pixel_budget.PixelBudget | None = None
     raise ValueError(f"{path}: cannot decode ({e})") from None
   pixels = np.asarray(budget.image(img, path, stored[0] if stored else None))
   return pixels.astype(np.float32) / 127.5 - 1.0
-
-
-def _write_atomic(path: str, write) -> None:
-  """write(tmp) then rename onto `path`: a full disk or a kill leaves no partial output."""
-  root, ext = os.path.splitext(path)
-  tmp = f"{root}.partial{ext}"  # same extension: the writers choose the format by it
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
@@ -107,17 +96,17 @@ def main(argv: list[str]) -> int:
     arrays["embedding"] = enc.embedding[i]
     latents = f"{stem}.latents.{args.format}"
     if args.format == "npz":
-      _write_atomic(latents, lambda f: np.savez(f, **arrays))
+      write_atomic(latents, lambda f: np.savez(f, **arrays))
     else:
       from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
-      _write_atomic(latents, lambda f: save_file(
+      write_atomic(latents, lambda f: save_file(
           {k: np.ascontiguousarray(v) for k, v in arrays.items()}, f))
     pixels = _to_uint8(rec.pixels(i))
     if pixels.ndim == 3:
       out = f"{stem}.recon.png"
-      _write_atomic(out, lambda f: Image.fromarray(pixels).save(f))
+      write_atomic(out, lambda f: Image.fromarray(pixels).save(f))
     else:
       out = f"{stem}.recon.mp4"
-      _write_atomic(out, lambda f: write_video(pixels, f))
+      write_atomic(out, lambda f: write_video(pixels, f))
     print(f"{path}: {len(s.tokens)} tokens -> {latents}, {out}")
   return 0

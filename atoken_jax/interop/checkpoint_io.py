@@ -13,6 +13,8 @@ from typing import Any, Mapping
 import ml_dtypes
 import numpy as np
 
+from atoken_jax.atomic_write import write_atomic
+
 StateDict = dict[str, np.ndarray]
 
 
@@ -81,23 +83,15 @@ def save_state_dict(state: Mapping[str, np.ndarray], path: str | os.PathLike,
   path = os.fspath(path)
   state = {k: np.ascontiguousarray(v) for k, v in state.items()}
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
   if path.endswith(".safetensors"):
     from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
-    save_file(state, tmp, metadata=dict(metadata or {}))
+    write_atomic(path, lambda tmp: save_file(state, tmp, metadata=dict(metadata or {})))
   elif path.endswith((".pt", ".pth", ".bin")):
     torch = _torch()
-    torch.save({k: _numpy_to_tensor(v) for k, v in state.items()}, tmp)
+    write_atomic(path, lambda tmp: torch.save(
+        {k: _numpy_to_tensor(v) for k, v in state.items()}, tmp))
   else:
     raise ValueError(f"{path}: unknown checkpoint format; use .safetensors or .pt")
-  os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates 0600; give the user's usual mode
-  os.replace(tmp, path)  # never leave a half-written file under the final name
-
-
-def _umask() -> int:
-  mask = os.umask(0o022)
-  os.umask(mask)
-  return mask
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:

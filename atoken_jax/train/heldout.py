@@ -27,6 +27,7 @@ from PIL import Image
 from atoken_jax import config as config_lib
 from atoken_jax import metrics
 from atoken_jax import tokens as tokens_lib
+from atoken_jax.atomic_write import write_atomic
 
 REPORT_FILE = "heldout_report.json"
 GRID_FILE = "heldout_grid.png"
@@ -211,13 +212,6 @@ def scalars(report: dict) -> dict[str, float]:
   return out
 
 
-def _write_json_atomic(path: str, value: dict) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=2)
-  os.replace(tmp, path)
-
-
 def report_run(loop, step: int, state) -> dict | None:
   """The tokenizer task's end-of-run hook (`train.task.Hook`): evaluates, logs, writes the JSON
   and the grid PNG (process 0)."""
@@ -234,13 +228,19 @@ def report_run(loop, step: int, state) -> dict | None:
   report = {"step": step, "params": "ema" if rep.use_ema else "trained", **report}
   loop.writer.scalars(step, scalars(report))
   if jax.process_index() == 0:
-    _write_json_atomic(os.path.join(loop.workdir, REPORT_FILE), report)
+    write_atomic(os.path.join(loop.workdir, REPORT_FILE),
+                 lambda tmp: _dump_json(report, tmp))
     if pairs:
       visuals.write_grid(pairs, os.path.join(loop.workdir, GRID_FILE))
       loop.writer.image(step, "heldout/image_grid", visuals.image_grid(pairs) / 255.0)
     for line in summary_lines(report):
       print(line, flush=True)
   return report
+
+
+def _dump_json(value: dict, path: str) -> None:
+  with open(path, "w") as f:
+    json.dump(value, f, indent=2)
 
 
 def summary_lines(report: dict) -> list[str]:
