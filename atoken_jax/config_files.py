@@ -92,8 +92,59 @@ def load(spec: str, overrides: Sequence[str] = (), lock: bool = True
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "config file[:arg]", flag_values=fv,
                                   lock_config=lock, sys_argv=args)
-  cli_errors.absl_flags_parser(fv)(args)
+  try:
+    cli_errors.absl_flags_parser(fv)(args)
+  except cli_errors.UsageError:
+    hint = _data_spelling(spec, overrides)
+    if hint is None:
+      raise
+    raise cli_errors.UsageError(hint) from None
   return fv.config
+
+
+def _has(node, parts: Sequence[str]) -> bool:
+  for part in parts:
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      return False
+    node = node[part]
+  return True
+
+
+def _leaves(node: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  out = []
+  for k, v in node.items():
+    out += _leaves(v, f"{prefix}{k}.") if isinstance(v, ml_collections.ConfigDict) else [
+        prefix + k]
+  return out
+
+
+def _data_spelling(spec: str, overrides: Sequence[str]) -> str | None:
+  """The one line for an override a training config refuses because its data layout keeps the
+  field elsewhere: stage-wide fields live in `config.data`, each task's own (batch shape,
+  sources, differences) in `config.tasks.<task>.data` (experiments/common.py). None otherwise."""
+  try:
+    cfg = load(spec, (), lock=False)
+  except Exception:  # noqa: BLE001 - the original error is the one to report
+    return None
+  if not isinstance(cfg, ml_collections.ConfigDict) or "data" not in cfg or "tasks" not in cfg:
+    return None
+  for override in overrides:
+    key, _, value = override[len("--config."):].partition("=")
+    parts = key.split(".")
+    if parts[0] == "tasks" and len(parts) > 3 and parts[2] == "data" and _has(cfg, parts[:3]):
+      field, own = parts[3:], cfg.tasks[parts[1]].data
+      if not _has(own, field) and _has(cfg.data, field):
+        name = ".".join(field)
+        return (f"--config.{key}: task {parts[1]}'s data sets only {', '.join(_leaves(own))}; "
+                f"{name} is stage-wide: --config.data.{name}={value} (every task), or give "
+                f"the task its own value in a config file")
+    elif parts[0] == "data" and len(parts) > 1 and not _has(cfg.data, parts[1:]):
+      name = ".".join(parts[1:])
+      owners = [n for n, t in cfg.tasks.items() if _has(t, ["data", *parts[1:]])]
+      if owners:
+        return (f"--config.{key}: {name} is set per task: --config.tasks.{owners[0]}.data."
+                f"{name}={value} (tasks: {', '.join(owners)})")
+  return None
 
 
 def parse(argv: Sequence[str], required: bool = True

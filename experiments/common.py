@@ -2,6 +2,20 @@
 
 Configs are data: `base(preset)` returns the ConfigDict every stage starts from; each stage file
 changes what the paper changes. Presets: `so400m` (the paper), `base`, `tiny` (2-core CPU).
+
+Data: `config.data` holds what every task of the stage shares (`data(stage, preset)`), and
+each `config.tasks.<task>.data` only what that task changes (`tasks(...)`): its batch shape
+(batch_rows, row_len, max_samples_per_row), its sources (() = config.data.sources) and its real
+differences (understanding: no flips, 1 FPS clips, captions required). From the command line:
+
+  --config.data.num_workers=4                     stage-wide: every task
+  --config.tasks.video_recon.data.row_len=8192    one task: only the fields its data lists
+  --config.tasks.image_recon.data.sources="('tfds:imagenet2012',)"
+
+A per-task value of a field that task's data does not list goes in a config file
+(`c.tasks.video_recon.data.video = dict(max_side=256)`); the command line refuses it in one line
+naming the stage-wide spelling. `data_pipelines.config.resolve_task(config, name)` gives the
+task's full data config.
 """
 import math
 
@@ -78,9 +92,15 @@ def base(preset: str) -> ml_collections.ConfigDict:
   return c
 
 
+def data(stage: int, preset: str) -> ml_collections.ConfigDict:
+  """The stage-wide data defaults (`config.data`) of the data pipeline for this stage."""
+  from data_pipelines import config as data_config  # pylint: disable=import-outside-toplevel
+  return data_config.stage_defaults(stage, "tiny" if preset == "tiny" else "paper")
+
+
 def tasks(stage: int, preset: str, accum_steps: dict) -> ml_collections.ConfigDict:
-  """{task name: {accum_steps, data}} for the round-robin schedule; each task's data config is
-  the data pipeline's default for this stage (override any field from the command line, e.g.
+  """{task name: {accum_steps, data}} for the round-robin schedule; each task's data is what it
+  changes of `data(stage, preset)` (override from the command line, e.g.
   --config.tasks.image_recon.data.sources="('folder:/data/imgs',)")."""
   from data_pipelines import config as data_config  # pylint: disable=import-outside-toplevel
   data_preset = "tiny" if preset == "tiny" else "paper"
@@ -88,8 +108,9 @@ def tasks(stage: int, preset: str, accum_steps: dict) -> ml_collections.ConfigDi
   for name, accum in accum_steps.items():
     if preset == "tiny" and name.endswith("_understand"):
       accum = 0  # its semantic loss needs the real SigLIP2 towers (set them, then accum_steps)
-    data = data_config.default_task_config(name, stage, data_preset)
+    task_data = data_config.task_overrides(name, stage, data_preset)
     if preset == "tiny" and name == "image_recon":
-      data.image.min_side = 64  # 64-128 px: close to the 128 px the held-out report scores
-    out[name] = ml_collections.ConfigDict(dict(accum_steps=accum, data=data))
+      # 64-128 px: close to the 128 px the held-out report scores
+      task_data.image = ml_collections.ConfigDict(dict(min_side=64))
+    out[name] = ml_collections.ConfigDict(dict(accum_steps=accum, data=task_data))
   return out

@@ -16,5 +16,6 @@ def get_config(arg: str = "so400m"):
   c.stage = 1
   c.total_steps = 600 if tiny else 200_000
   c.model.latent_dim = 32
+  c.data = common.data(1, arg)  # what every task shares; tasks: their changes
   c.tasks = common.tasks(1, arg, {"image_recon": 1, "image_understand": 1})
   return c

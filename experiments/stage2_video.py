@@ -15,6 +15,7 @@ def get_config(arg: str = "so400m"):
   c.stage = 2
   c.total_steps = 100 if tiny else 200_000
   c.model.latent_dim = 48
+  c.data = common.data(2, arg)  # what every task shares; tasks: their changes
   if tiny:  # fine-tuning the previous stage: a lower peak LR than stage 1's
     c.optim.update(lr=2e-3, end_lr=2e-4, warmup_steps=10)
   c.tasks = common.tasks(2, arg, {"image_recon": 2, "image_understand": 1,

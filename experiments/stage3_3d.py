@@ -14,6 +14,7 @@ def get_config(arg: str = "so400m"):
   c.stage = 3
   c.total_steps = 40 if tiny else 50_000
   c.model.latent_dim = 48
+  c.data = common.data(3, arg)  # what every task shares; tasks: their changes
   if tiny:  # fine-tuning the previous stage: a lower peak LR than stage 1's
     c.optim.update(lr=2e-3, end_lr=2e-4, warmup_steps=10)
   accum = {"image_recon": 2, "image_understand": 1, "video_understand": 1, "video_recon": 4,

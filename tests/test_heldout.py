@@ -12,6 +12,7 @@ from atoken_jax.train import heldout
 from atoken_jax.train import loop as loop_lib
 from atoken_jax.train import tokenizer_task
 from data_pipelines import arrayrecord_io, default_data, records, sources
+from data_pipelines import config as data_config
 from experiments import stage1_image
 
 
@@ -42,7 +43,7 @@ def test_heldout_split_is_disjoint_from_what_training_reads(bundled, modality):
   want = default_data.HELDOUT_SHAPES if modality == "voxels" else default_data.HELDOUT_PHOTOS
   assert set(held) == set(want)
   # what the source spec "default" (every training task's default) resolves to
-  cfg = stage1_image.get_config("tiny").tasks.image_recon.data
+  cfg = data_config.resolve_task(stage1_image.get_config("tiny"), "image_recon")
   cfg.modalities = (modality,)
   parts = sources.resolve_parts(cfg)
   trained = [records.decode_record(p.dataset[i][2])["name"].split(":")[1]
@@ -80,7 +81,7 @@ def test_short_run_raises_heldout_psnr_well_above_its_start(bundled, tmp_path, s
   cfg.async_checkpoints, cfg.image_every = False, 0
   cfg.optim.warmup_steps = 2
   cfg.heldout_report.image_side = 64
-  cfg.tasks.image_recon.data.update(batch_rows=rows, num_workers=0)
+  cfg.tasks.image_recon.data.batch_rows, cfg.data.num_workers = rows, 0
   loop = loop_lib.Loop(tokenizer_task.TokenizerTask(cfg), str(tmp_path), devices=jax.devices()[:1])
   start = loop.initial_state()
   before, _ = heldout.evaluate(

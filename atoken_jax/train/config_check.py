@@ -70,10 +70,24 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
            "must be an integer >= 0")
   if not any(t.accum_steps > 0 for t in tasks.values()):
     raise ConfigError("config.tasks: every task has accum_steps = 0; nothing would train")
+  _check_data(cfg, tasks)
+
+
+def _check_data(cfg: ml_collections.ConfigDict, tasks: ml_collections.ConfigDict) -> None:
+  """Every task's data resolves (its overrides name fields config.data has) and its attention
+  block table covers the decoder's KV cache."""
+  from data_pipelines import config as data_config  # pylint: disable=import-outside-toplevel
   cache = cfg.model.get("decoder_kv_cache_frames", 0)
   for name, t in tasks.items():
-    data = t.get("data")
-    if data is not None and data.get("kv_cache_frames", 0) != cache:
-      raise ConfigError(f"config.tasks.{name}.data.kv_cache_frames = "
-                        f"{data.get('kv_cache_frames', 0)} must equal model.decoder_kv_cache_frames"
-                        f" = {cache}: the attention block table must cover the decoder's KV cache")
+    if not data_config.has_data(cfg, name):
+      continue
+    try:
+      data = data_config.resolve_task(cfg, name)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+    if data.get("kv_cache_frames", 0) != cache:
+      field = ("data.kv_cache_frames" if "data" in cfg and "kv_cache_frames" not in t.data
+               else f"tasks.{name}.data.kv_cache_frames")
+      raise ConfigError(f"config.{field} = {data.get('kv_cache_frames', 0)} (task {name}) must "
+                        f"equal model.decoder_kv_cache_frames = {cache}: the attention block "
+                        "table must cover the decoder's KV cache")

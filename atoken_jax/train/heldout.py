@@ -168,8 +168,10 @@ def _scores(originals, reconstructions, kind: str) -> dict[str, float]:
 def recon_modalities(cfg: ml_collections.ConfigDict) -> list[str]:
   """The modalities `cfg`'s tasks train to reconstruct from the bundled data's training split
   (source "default"), in image, video, voxels order."""
+  from data_pipelines import config as data_config  # pylint: disable=import-outside-toplevel
   names = {n for n, t in cfg.tasks.items() if t.accum_steps > 0 and n.endswith("_recon")
-           and "default" in tuple(t.get("data", {}).get("sources", ()))}
+           and data_config.has_data(cfg, n)
+           and "default" in tuple(data_config.resolve_task(cfg, n).sources)}
   return [m for m in ("image", "video", "voxels") if f"{m}_recon" in names]
 
 

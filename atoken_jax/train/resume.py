@@ -68,10 +68,32 @@ def _norm(v: Any) -> Any:
   return json.loads(json.dumps(v, default=str))
 
 
+def _with_full_data(tree: Mapping[str, Any]) -> dict[str, Any]:
+  """A training config with each task's full data config in place of the stage-wide
+  `data` + sparse task overrides, so that configs saved before and after `config.data` existed
+  compare field by field. Other configs (Gaussian decoder, no per-task data) pass unchanged."""
+  tree = dict(tree)
+  tasks = tree.get("tasks")
+  if "gs" in tree or not isinstance(tasks, Mapping) or not any(
+      isinstance(t, Mapping) and "data" in t for t in tasks.values()):
+    return tree
+  from data_pipelines import config as data_config  # pylint: disable=import-outside-toplevel
+  cfg = ml_collections.ConfigDict(_norm(tree))
+  try:
+    full = {n: data_config.resolve_task(cfg, n).to_dict() for n in cfg.tasks
+            if data_config.has_data(cfg, n)}
+  except ValueError:  # an unresolvable config: compared as it is
+    return tree
+  tree.pop("data", None)
+  tree["tasks"] = {n: {**dict(t), **({"data": full[n]} if n in full else {})}
+                   for n, t in tasks.items()}
+  return tree
+
+
 def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any]
                    ) -> tuple[dict[str, tuple], dict[str, tuple]]:
   """-> ({identity field: (saved, now)}, {other field: (saved, now)}) for fields on both sides."""
-  a, b = flatten(saved), flatten(_norm(dict(current)))
+  a, b = flatten(_with_full_data(saved)), flatten(_norm(_with_full_data(current)))
   identity, other = {}, {}
   for key in sorted(set(a) & set(b)):
     if _norm(a[key]) == b[key] or key.startswith(IGNORED_ON_RESUME):

@@ -45,24 +45,24 @@ def task_schedule(cfg: ml_collections.ConfigDict) -> list[MicroTask]:
 
   A task named `<modality>_<recon|understand>` (e.g. `video_understand`) gets that modality and
   task unless its config sets `modality` / `task` explicitly."""
+  from data_pipelines import config as data_config  # pylint: disable=import-outside-toplevel
   out = []
   for name, t in cfg.tasks.items():
     if t.accum_steps <= 0:
       continue
-    modality, _, kind = name.partition("_")
-    modality = t.get("modality", modality)
-    task = t.get("task", "understanding" if kind.startswith("understand") else "reconstruction")
-    kind = objective.TaskKind(modality, task)
+    kind = objective.TaskKind(*data_config.task_kind(name, t))
     out.append(MicroTask(name, int(t.accum_steps), kind,
                          shows_pictures=kind == objective.TaskKind("image", "reconstruction")))
   return out
 
 
 def default_iterators(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
-  """One Grain iterator per scheduled task, over this process's shard of its data."""
+  """One Grain iterator per scheduled task, over this process's shard of its data (the task's
+  data overrides merged onto config.data)."""
   from data_pipelines import build_task_iterator  # pylint: disable=import-outside-toplevel
-  return {name: build_task_iterator(t.data) for name, t in cfg.tasks.items()
-          if t.accum_steps > 0}
+  from data_pipelines import config as data_config  # pylint: disable=import-outside-toplevel
+  return {name: build_task_iterator(data_config.resolve_task(cfg, name))
+          for name, t in cfg.tasks.items() if t.accum_steps > 0}
 
 
 class TokenizerTask:
