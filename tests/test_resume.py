@@ -112,6 +112,22 @@ def test_resume_with_a_safe_change_continues_from_the_checkpoint(tmp_path, caplo
   assert "total_steps (checkpoint 2, config 3)" in caplog.text
 
 
+def test_a_run_saved_before_config_data_resumes_with_its_data_changes_logged(tmp_path, caplog):
+  """A workdir whose saved config holds each task's full data (no config.data) resumes under
+  today's stage-wide + per-task layout, and a changed data field is compared task by task."""
+  from data_pipelines import config as data_config
+  old = _stage1(total_steps=1, log_every=1)
+  for name in old.tasks:
+    old.tasks[name].data = data_config.resolve_task(old, name)
+  del old["data"]
+  _train(old, tmp_path)
+  caplog.set_level(logging.INFO, "atoken.train")
+  new = _stage1(total_steps=2, log_every=2, **{"data.seed": 5})
+  assert int(jax.device_get(_train(new, tmp_path).step)) == 2
+  assert "at step 1" in caplog.text
+  assert "tasks.image_recon.data.seed (checkpoint 0, config 5)" in caplog.text
+
+
 def test_check_splits_identity_fields_from_how_training_continues():
   layout = {"params": {"w": jax.ShapeDtypeStruct((2, 3), np.float32)}}
   saved = _cfg().to_dict()
