@@ -75,8 +75,8 @@ def test_accumulating_k_micro_batches_equals_one_batch_of_k(tmp_path):
   class Halves(synthetic_data.SyntheticImages):
     def __next__(self):
       whole = full.__next__() if self.index % 2 == 0 else self.pending
-      half = {k: v[:2] if v.ndim and v.shape[0] == 4 else v for k, v in whole.items()}
-      self.pending = {k: v[2:] if v.ndim and v.shape[0] == 4 else v for k, v in whole.items()}
+      half = jax.tree.map(lambda v: v[:2], whole)  # every Batch field leads with the row axis
+      self.pending = jax.tree.map(lambda v: v[2:], whole)
       self.index += 1
       return half
 
