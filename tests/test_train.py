@@ -177,9 +177,13 @@ def test_full_objective_trains_on_reconstruction_and_understanding_tasks(tmp_pat
       "image_recon": {"accum_steps": 1}, "image_understand": {"accum_steps": 1},
       "video_understand": {"accum_steps": 1, "modality": "video"}})
 
-  def data(c):
-    return {"image_recon": synthetic_data.SyntheticImages(seed=1),
-            "image_understand": synthetic_data.SyntheticImages(seed=2, understanding=True),
+  def data(c):  # the image tasks' data configs ask for the perceptual resize weights
+    canvas = {name: synthetic_data.perceptual_of(c, name) for name in c.tasks}
+    assert canvas["image_recon"][0] and not canvas["video_understand"][0]
+    return {"image_recon": synthetic_data.SyntheticImages(seed=1,
+                                                          perceptual=canvas["image_recon"]),
+            "image_understand": synthetic_data.SyntheticImages(
+                seed=2, understanding=True, perceptual=canvas["image_understand"]),
             # images standing in for video clips: the sigmoid path is what is checked
             "video_understand": synthetic_data.SyntheticImages(seed=3, understanding=True,
                                                                modality=1)}
