@@ -9,7 +9,8 @@ Rows are filled first-fit in input order (deterministic): a sample goes to the f
 enough free tokens and a free sample slot. Inside a row, slots and tokens follow placement order
 and TokenSeq order, with padding only at the end of the row. Because every attention group is
 contiguous, the packer also lists the attention blocks that share a group
-(`atoken_jax.attention_blocks`), so the model computes only those.
+(`atoken_jax.attention_blocks`), so the model computes only those. The result is an
+`atoken_jax.batch.Batch`; per-slot labels (task, caption, record id) come from `SlotLabels`.
 """
 from __future__ import annotations
 
@@ -19,48 +20,26 @@ from typing import Optional, Sequence
 import numpy as np
 
 from atoken_jax import attention_blocks
+from atoken_jax.batch import Batch
 from atoken_jax.config import PATCH_DIM, POS_GRID
 from atoken_jax.pos_interp import antialiased_bilinear_weights
-from atoken_jax.tokens import TokenSeq
+from atoken_jax.tokens import MODALITY_IDS, TASK_IDS, TokenSeq
 
 
-@dataclasses.dataclass(eq=False)
-class PackedBatch:
-  """B rows of L token positions, at most S samples per row. All numpy.
+@dataclasses.dataclass(frozen=True, eq=False)
+class SlotLabels:
+  """What a sample's slot carries besides its tokens (the data pipeline's annotations).
 
-  Attributes:
-    patches: [B, L, 3072] float32, zeros at padding.
-    coords: [B, L, 4] int32 (tile-local t, x, y, z), zeros at padding.
-    segment_ids: [B, L] int32 attention group: 1, 2, ... per (sample, tile) within the row;
-      0 = padding. Tokens attend only within equal non-zero ids.
-    sample_ids: [B, L] int32 sample slot 1..S within the row; 0 = padding.
-    tile_index: [B, L] int32 rank of the token's tile within its sample (0, 1, ...).
-    token_index: [B, L] int32 position of the token in its sample's TokenSeq; -1 at padding.
-    pos_row_weights: [B, L, 16] float32 position-table row weights of the token's
-      (sample, tile) group (`pos_interp.position_weights`); zeros at padding.
-    pos_col_weights: [B, L, 16] float32 column weights, likewise.
-    sample_index: [B, S] int32 index into the input list of the sample in each slot; -1 empty.
-    sample_lengths: [B, S] int32 tokens per slot (0 for an empty slot).
-    attn_pairs: [B, C, G, 2] int32, attn_kv_counts: [B, n_blocks] int32: the block table of
-      the attention groups (`attention_blocks.block_table`).
+  task: `tokens.TASK_IDS` code; modality: `tokens.MODALITY_IDS` code (None = the TokenSeq's
+  kind); text_ids: [<= text_len] int caption ids (None = no caption); orig_shape: (T, H, W)
+  after crop; record_id: the slot's `sample_index` (None = the sample's input index).
   """
-  patches: np.ndarray
-  coords: np.ndarray
-  segment_ids: np.ndarray
-  sample_ids: np.ndarray
-  tile_index: np.ndarray
-  token_index: np.ndarray
-  pos_row_weights: np.ndarray
-  pos_col_weights: np.ndarray
-  sample_index: np.ndarray
-  sample_lengths: np.ndarray
-  attn_pairs: np.ndarray
-  attn_kv_counts: np.ndarray
-
-  @property
-  def placed(self) -> np.ndarray:
-    """[P] int: input indices of the samples in this batch, ascending."""
-    return np.sort(self.sample_index[self.sample_index >= 0])
+  task: int = TASK_IDS["reconstruction"]
+  modality: Optional[int] = None
+  text_ids: Optional[np.ndarray] = None
+  has_text: bool = False
+  orig_shape: tuple = (0, 0, 0)
+  record_id: Optional[int] = None
 
 
 # --------------------------------------------------------------------------- per sample
@@ -136,8 +115,9 @@ def _check_inputs(seqs, row_len, max_samples_per_row, tile_latent_frames) -> np.
 
 def pack_greedy(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int,
                 num_rows: Optional[int] = None, tile_latent_frames: int = 4,
-                block_len: int = attention_blocks.DEFAULT_BLOCK_LEN, kv_cache_frames: int = 0
-                ) -> tuple[PackedBatch, list[int]]:
+                block_len: int = attention_blocks.DEFAULT_BLOCK_LEN, kv_cache_frames: int = 0,
+                labels: Optional[Sequence[SlotLabels]] = None, text_len: int = 0
+                ) -> tuple[Batch, list[int]]:
   """First-fit packing that returns what did not fit.
 
   Args:
@@ -149,14 +129,18 @@ def pack_greedy(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int
     block_len: attention block of the block table (128 on CPU, 512 on accelerators).
     kv_cache_frames: the model's `decoder_kv_cache_frames`: the table then also covers the
       decoder's KV cache across tiles.
+    labels: one `SlotLabels` per sample (None: reconstruction, no caption, input index).
+    text_len: T of `text_ids` [B, S, T] (captions are cut to it).
 
   Returns:
     (batch, leftover): leftover lists the input indices that did not fit, in input order.
   """
   lengths = _check_inputs(seqs, row_len, max_samples_per_row, tile_latent_frames)
+  if labels is not None and len(labels) != len(seqs):
+    raise ValueError(f"{len(labels)} slot labels for {len(seqs)} samples")
   row, slot, num_rows = _first_fit(lengths, row_len, max_samples_per_row, num_rows)
   b, l, s = num_rows, row_len, max_samples_per_row
-  batch = PackedBatch(
+  a = dict(
       patches=np.zeros((b, l, PATCH_DIM), np.float32),
       coords=np.zeros((b, l, 4), np.int32),
       segment_ids=np.zeros((b, l), np.int32),
@@ -167,7 +151,11 @@ def pack_greedy(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int
       pos_col_weights=np.zeros((b, l, POS_GRID), np.float32),
       sample_index=np.full((b, s), -1, np.int32),
       sample_lengths=np.zeros((b, s), np.int32),
-      attn_pairs=np.zeros((b, 0, 0, 2), np.int32), attn_kv_counts=np.zeros((b, 0), np.int32))
+      modality=np.full((b, s), -1, np.int32),
+      task=np.full((b, s), -1, np.int32),
+      text_ids=np.zeros((b, s, text_len), np.int32),
+      has_text=np.zeros((b, s), bool),
+      orig_shape=np.zeros((b, s, 3), np.int32))
   fill = np.zeros(b, np.int64)  # tokens used per row
   groups = np.zeros(b, np.int64)  # segment ids used per row
   for i in np.flatnonzero(row >= 0):  # input order = slot order within each row
@@ -177,29 +165,42 @@ def pack_greedy(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int
     except ValueError as e:
       raise ValueError(f"sample {i}: {e}") from None
     at = slice(fill[r], fill[r] + n)
-    batch.patches[r, at] = seq.patches
-    batch.coords[r, at] = local
-    batch.segment_ids[r, at] = groups[r] + rank + 1
-    batch.sample_ids[r, at] = k + 1
-    batch.tile_index[r, at] = rank
-    batch.token_index[r, at] = np.arange(n)
-    batch.pos_row_weights[r, at] = row_w
-    batch.pos_col_weights[r, at] = col_w
-    batch.sample_index[r, k] = i
-    batch.sample_lengths[r, k] = n
+    a["patches"][r, at] = seq.patches
+    a["coords"][r, at] = local
+    a["segment_ids"][r, at] = groups[r] + rank + 1
+    a["sample_ids"][r, at] = k + 1
+    a["tile_index"][r, at] = rank
+    a["token_index"][r, at] = np.arange(n)
+    a["pos_row_weights"][r, at] = row_w
+    a["pos_col_weights"][r, at] = col_w
+    a["sample_lengths"][r, k] = n
+    label = labels[i] if labels is not None else SlotLabels()
+    a["modality"][r, k] = MODALITY_IDS[seq.kind] if label.modality is None else label.modality
+    a["sample_index"][r, k] = i if label.record_id is None else label.record_id
+    a["task"][r, k] = label.task
+    if label.text_ids is not None:
+      ids = np.asarray(label.text_ids)[:text_len]
+      a["text_ids"][r, k, :len(ids)] = ids
+    a["has_text"][r, k] = label.has_text
+    a["orig_shape"][r, k] = label.orig_shape
     fill[r] += n
     groups[r] += rank.max() + 1
-  table = attention_blocks.block_table(
-      batch.segment_ids, block_len, sample_ids=batch.sample_ids, tile_index=batch.tile_index,
-      coords=batch.coords, cache_frames=kv_cache_frames, tile_frames=tile_latent_frames)
-  batch.attn_pairs, batch.attn_kv_counts = table["attn_pairs"], table["attn_kv_counts"]
-  return batch, [int(i) for i in np.flatnonzero(row < 0)]
+  a.update(attention_blocks.block_table(
+      a["segment_ids"], block_len, sample_ids=a["sample_ids"], tile_index=a["tile_index"],
+      coords=a["coords"], cache_frames=kv_cache_frames, tile_frames=tile_latent_frames))
+  return Batch(**a), [int(i) for i in np.flatnonzero(row < 0)]
+
+
+def empty_batch(rows: int, row_len: int, slots: int,
+                block_len: int = attention_blocks.DEFAULT_BLOCK_LEN) -> Batch:
+  """An all-padding batch of one shape (model `init`, shape inference)."""
+  return pack_greedy([], row_len, slots, rows, block_len=block_len)[0]
 
 
 def pack(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int,
          num_rows: Optional[int] = None, tile_latent_frames: int = 4,
          block_len: int = attention_blocks.DEFAULT_BLOCK_LEN,
-         kv_cache_frames: int = 0) -> PackedBatch:
+         kv_cache_frames: int = 0) -> Batch:
   """Packs every sample (first fit, input order) into [B, row_len] rows; see `pack_greedy`.
 
   Raises ValueError when `num_rows` is given and some samples do not fit.
@@ -219,12 +220,12 @@ def pack(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int,
 # --------------------------------------------------------------------------- unpack, stats
 
 
-def _slot_starts(batch: PackedBatch) -> np.ndarray:
+def _slot_starts(batch: Batch) -> np.ndarray:
   """[B, S] first row position of each slot."""
   return np.cumsum(batch.sample_lengths, axis=1) - batch.sample_lengths
 
 
-def unpack(values: np.ndarray, batch: PackedBatch) -> list[np.ndarray]:
+def unpack(values: np.ndarray, batch: Batch) -> list[np.ndarray]:
   """[B, L, ...] per-token values -> one [n_i, ...] array per placed sample, input order.
 
   For a batch from `pack` that is every input sample; rows of each follow TokenSeq order.
@@ -240,7 +241,7 @@ def unpack(values: np.ndarray, batch: PackedBatch) -> list[np.ndarray]:
   return [out[i] for i in sorted(out)]
 
 
-def unpack_samples(values: np.ndarray, batch: PackedBatch) -> list[np.ndarray]:
+def unpack_samples(values: np.ndarray, batch: Batch) -> list[np.ndarray]:
   """[B, S, ...] per-slot values (e.g. pooled embeddings) -> one [...] per placed sample."""
   values = np.asarray(values)
   if values.shape[:2] != batch.sample_index.shape:
@@ -251,7 +252,7 @@ def unpack_samples(values: np.ndarray, batch: PackedBatch) -> list[np.ndarray]:
   return [values[r[j], k[j]] for j in order]
 
 
-def packing_efficiency(batch: PackedBatch) -> float:
+def packing_efficiency(batch: Batch) -> float:
   """Real tokens / token capacity B * L, in [0, 1]."""
   return float(np.count_nonzero(batch.segment_ids)) / max(batch.segment_ids.size, 1)
 

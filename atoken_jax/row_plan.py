@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from atoken_jax import packing
+from atoken_jax.batch import Batch
 from atoken_jax.tokens import TokenSeq
 
 MANTISSAS = (8, 9, 10, 11, 12, 14)
@@ -144,7 +145,7 @@ def padding_fraction(lengths: Sequence[int], calls: Sequence[Call]) -> float:
   return 1.0 - sum(int(n) for n in lengths) / computed
 
 
-def pack_call(seqs: Sequence[TokenSeq], call: Call, **pack_kwargs) -> packing.PackedBatch:
+def pack_call(seqs: Sequence[TokenSeq], call: Call, **pack_kwargs) -> Batch:
   """The [B, L] batch of one call (`sample_index` holds indices into `seqs`).
 
   `packing.pack`'s first fit, fed the call's samples longest first, rebuilds the planned rows:
@@ -155,9 +156,9 @@ def pack_call(seqs: Sequence[TokenSeq], call: Call, **pack_kwargs) -> packing.Pa
   order = sorted((i for row in call.rows for i in row), key=lambda i: (-len(seqs[i]), i))
   batch = packing.pack([seqs[i] for i in order], call.row_len, call.slots,
                        num_rows=len(call.rows), **pack_kwargs)
-  batch.sample_index = np.where(batch.sample_index >= 0,
-                                np.asarray(order, np.int32)[np.maximum(batch.sample_index, 0)],
-                                -1).astype(np.int32)
+  batch = batch.replace(sample_index=np.where(
+      batch.sample_index >= 0, np.asarray(order, np.int32)[np.maximum(batch.sample_index, 0)],
+      -1).astype(np.int32))
   got = tuple(tuple(int(i) for i in row if i >= 0) for row in batch.sample_index)
   if got != call.rows:
     raise AssertionError(f"packing.pack placed {got}, the plan says {call.rows}")

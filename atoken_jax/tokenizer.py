@@ -191,7 +191,7 @@ class Tokenizer:
     pooled_by = {}
     for call, batch in enumerate(self._batches(seqs)):
       # one noise stream per call, so "sample" posteriors differ between calls
-      out = _encode_jit(self.cfg, posterior)(self.params, model_inputs(batch),
+      out = _encode_jit(self.cfg, posterior)(self.params, batch.for_model(),
                                                jax.random.fold_in(jax.random.key(seed), call))
       out = jax.tree.map(np.asarray, out)
       placed = batch.placed
@@ -223,7 +223,7 @@ class Tokenizer:
         s = enc.samples[batch.sample_index[r, k]].latent
         latent[r, starts[r, k]:starts[r, k] + len(s)] = s
       rec = np.asarray(_decode_jit(self.cfg)(self.params, jnp.asarray(latent),
-                                               model_inputs(batch)))
+                                               batch.for_model()))
       patches.update(zip(batch.placed, packing.unpack(rec, batch)))
     return Reconstruction([patches[i] for i in range(len(seqs))], seqs)
 
@@ -254,31 +254,13 @@ def check_latent(i: int, latent, n: int, dim: int) -> None:
     raise ValueError(f"sample {i}: latent holds {bad} NaN or Inf values")
 
 
-def model_inputs(batch: packing.PackedBatch) -> dict[str, np.ndarray]:
-  """The arrays of a packed batch the model reads (see `atoken_jax.model.atoken`)."""
-  return {k: getattr(batch, k) for k in atoken_model.INPUT_KEYS}
-
-
 def init_params(cfg: config_lib.ModelConfig, rng: jax.Array, row_len: int = 16):
   """Fresh parameters (unboxed) of `cfg`; shapes do not depend on the dummy batch."""
   model = atoken_model.AToken(cfg)
-  dummy = dummy_inputs(cfg, 1, row_len, 1)
+  dummy = packing.empty_batch(1, row_len, 1)
   variables = jax.jit(functools.partial(model.init, posterior="mean"))(
       {"params": rng}, dummy)
   return nn.meta.unbox(variables["params"])
-
-
-def dummy_inputs(cfg: config_lib.ModelConfig, rows: int, row_len: int, slots: int):
-  """All-padding model inputs of one shape (for `init` and shape inference)."""
-  del cfg
-  table = attention_blocks.block_table(np.zeros((rows, row_len), np.int32))
-  z = lambda *s, dt=jnp.int32: jnp.zeros(s, dt)
-  return dict(patches=z(rows, row_len, config_lib.PATCH_DIM, dt=jnp.float32),
-              coords=z(rows, row_len, 4), segment_ids=z(rows, row_len),
-              sample_ids=z(rows, row_len), tile_index=z(rows, row_len),
-              pos_row_weights=z(rows, row_len, config_lib.POS_GRID, dt=jnp.float32),
-              pos_col_weights=z(rows, row_len, config_lib.POS_GRID, dt=jnp.float32),
-              sample_index=z(rows, slots), **{k: jnp.asarray(v) for k, v in table.items()})
 
 
 @functools.lru_cache(maxsize=None)

@@ -131,8 +131,8 @@ def stage2_row(row_len: int, block: int) -> dict:
   it = iter(PackIterDataset(ds, PackOptions(1, row_len, 64, attention_block=block,
                                             read_threads=0)))
   next(it)  # the first batch is packed from fewer candidates
-  batch = next(it)
-  return {k: batch[k] for k in atoken_model.TOKEN_INFO_KEYS + attention_blocks.TABLE_KEYS}
+  batch, _ = next(it)  # (Batch, stats)
+  return batch.mask_info()
 
 
 def time_layer(info: dict, impl: str, repeats: int, width=1152, heads=16) -> float:

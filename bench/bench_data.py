@@ -120,9 +120,9 @@ def efficiency(video_fraction: float, rows: int, row_len: int, slots: int, batch
   it = iter(PackIterDataset(ds, opts))
   real = capacity = 0
   for _ in range(batches):
-    batch = next(it)
-    real += int(np.count_nonzero(batch["segment_ids"]))
-    capacity += batch["segment_ids"].size
+    batch, _ = next(it)  # (Batch, stats)
+    real += int(np.count_nonzero(batch.segment_ids))
+    capacity += batch.segment_ids.size
   return real / capacity
 
 

@@ -27,28 +27,25 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from atoken_jax import batch as batch_lib  # noqa: E402
 from atoken_jax import packing, tokens  # noqa: E402
-from atoken_jax.model import atoken as atoken_model  # noqa: E402
+from atoken_jax.batch import Batch  # noqa: E402
 from atoken_jax.train import metrics as metrics_lib  # noqa: E402
 from atoken_jax.train import loop as loop_lib  # noqa: E402
 from atoken_jax.train import tokenizer_task  # noqa: E402
 from experiments import stage1_image  # noqa: E402
 
 
-def grid_batch(rows: int, row_len: int, side: int, seed: int = 0) -> dict[str, np.ndarray]:
+def grid_batch(rows: int, row_len: int, side: int, seed: int = 0) -> Batch:
   """Rows filled with side^2 images (row_len // (side/16)^2 per row), random pixels."""
   rng = np.random.default_rng(seed)
   per_row = row_len // (side // 16) ** 2
   seqs = [tokens.to_tokens(np.tanh(rng.normal(size=(side, side, 3))).astype(np.float32))
           for _ in range(rows * per_row)]
-  b = packing.pack(seqs, row_len, per_row, num_rows=rows)
-  batch = {k: getattr(b, k) for k in atoken_model.INPUT_KEYS}
-  batch["modality"] = np.where(b.sample_index >= 0, 0, -1).astype(np.int32)
-  batch["task"] = np.where(b.sample_index >= 0, 0, -1).astype(np.int32)
-  return batch
+  return packing.pack(seqs, row_len, per_row, num_rows=rows)
 
 
-def paper_batch(rows: int, row_len: int, slots: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
+def paper_batch(rows: int, row_len: int, slots: int = 64, seed: int = 0) -> Batch:
   """One batch of the stage-1 paper stream's image sizes, packed by the real pipeline packer."""
   import grain  # pylint: disable=import-outside-toplevel
   import bench_data  # pylint: disable=import-outside-toplevel
@@ -57,14 +54,13 @@ def paper_batch(rows: int, row_len: int, slots: int = 64, seed: int = 0) -> dict
   lengths = bench_data._PaperLengths(0.0, row_len)  # pylint: disable=protected-access
   lengths.image_cfg = default_task_config("image_recon", stage=1, preset="paper").image
   ds = grain.MapDataset.range(10 ** 9).random_map(lambda i, r: lengths(i, r), seed=seed)
-  batch = next(iter(PackIterDataset(ds, PackOptions(rows, row_len, slots, lookahead=1.5,
-                                                    read_threads=0))))
-  batch = {k: v for k, v in batch.items() if isinstance(v, np.ndarray)}
-  real = batch["segment_ids"] > 0
-  noise = np.random.default_rng(seed).uniform(-1, 1, (int(real.sum()), batch["patches"].shape[-1]))
-  batch["patches"] = batch["patches"].copy()
-  batch["patches"][real] = noise.astype(np.float32)
-  return batch
+  batch, _ = next(iter(PackIterDataset(ds, PackOptions(rows, row_len, slots, lookahead=1.5,
+                                                       read_threads=0))))
+  real = batch.segment_ids > 0
+  noise = np.random.default_rng(seed).uniform(-1, 1, (int(real.sum()), batch.patches.shape[-1]))
+  patches = batch.patches.copy()
+  patches[real] = noise.astype(np.float32)
+  return batch.replace(patches=patches)
 
 
 class _Repeat:
@@ -110,8 +106,8 @@ def measure(preset: str, batch: dict[str, np.ndarray], *, steps: int = 10, dtype
   state = t.template.init_sharded()
   micro = t.schedule[0]
   terms = micro.key
-  host = task.device_inputs(micro, next(data))
-  device_batch = loop_lib.global_batch(host, t.mesh)
+  host = next(data)
+  device_batch = loop_lib.global_batch(batch_lib.for_device(host), t.mesh)
 
   def one_step(state):
     grads, _ = t.fns.micro(t.fns.zeros(), None, state.params, t.frozen, device_batch,
@@ -132,7 +128,7 @@ def measure(preset: str, batch: dict[str, np.ndarray], *, steps: int = 10, dtype
   flops = metrics_lib.train_flops(task.model_cfg, st["tokens"], st["attn_pairs"])
   peak = metrics_lib.peak_flops_per_device(cfg.peak_flops_per_device)
   mem = jax.local_devices()[0].memory_stats() or {}
-  return dict(tokens=st["tokens"], shape=tuple(batch["segment_ids"].shape), step_s=step_s,
+  return dict(tokens=st["tokens"], shape=tuple(batch.segment_ids.shape), step_s=step_s,
               compile_s=compile_s, tokens_s=st["tokens"] / step_s, tflops=flops / step_s / 1e12,
               mfu=(flops / step_s / (peak * jax.device_count())) if peak else None,
               peak_bytes=mem.get("peak_bytes_in_use"),

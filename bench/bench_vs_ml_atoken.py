@@ -219,10 +219,10 @@ def _their_train_rate(mla, weights, cfg_path, batch, steps: int, kl_weight: floa
   import torch  # pylint: disable=import-outside-toplevel
   model = mla.ATokenWrapper(cfg_path, weights).model.train().to(device)
   sync = torch.cuda.synchronize if device.startswith("cuda") else lambda: None
-  real = batch["segment_ids"] > 0
-  feats = torch.from_numpy(batch["patches"][real])
-  b = (batch["segment_ids"][real] - 1).astype(np.int32)  # one sample per segment (images)
-  coords = np.concatenate([b[:, None], batch["coords"][real]], 1)
+  real = batch.segment_ids > 0
+  feats = torch.from_numpy(batch.patches[real])
+  b = (batch.segment_ids[real] - 1).astype(np.int32)  # one sample per segment (images)
+  coords = np.concatenate([b[:, None], batch.coords[real]], 1)
   x = mla.SparseTensor(feats=feats.to(device), coords=torch.from_numpy(coords).int().to(device))
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
 

@@ -2,7 +2,7 @@
 
   cfg = default_task_config("image_recon", stage=1, preset="tiny")  # an ml_collections config
   it = build_task_iterator(cfg)        # per-process shard of the task's data
-  batch = next(it)                     # dict of numpy arrays, static shapes [B, L, ...]
+  batch = next(it)                     # atoken_jax.batch.Batch of numpy arrays [B, L, ...]
   state = it.get_state()               # JSON; or grain.checkpoint.CheckpointSave(it) in Orbax
   it.set_state(state)                  # the next batch is the one that would have come
 

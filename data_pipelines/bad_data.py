@@ -1,6 +1,6 @@
 """Bad-data accounting: per-reason counters, warnings, and the max-bad-fraction abort.
 
-Every batch of the packing stage carries what happened to the records it read (`_stats`). A
+Every batch of the packing stage comes with what happened to the records it read (stats). A
 task's `DataStats` (in the training process) adds them up, logs a warning for the first
 `warn_limit` bad records, exposes everything as metrics, and raises `BadDataError` -- one message
 naming the worst files -- once more than `max_fraction` of at least `min_records` records were

@@ -95,6 +95,9 @@ def stage_defaults(stage: int = 1, preset: str = "tiny") -> ml_collections.Confi
   c.tile_latent_frames = 4  # temporal tile (spec §1.4)
   c.attention_block = 128 if tiny else 512  # tokens per attention block (CPU 128, GPU/TPU 512)
   c.kv_cache_frames = 0  # = model.decoder_kv_cache_frames (the table covers the decoder's cache)
+  # The perceptual resize weights in each batch (images up to max_side px -> size^2); 0 = none.
+  # The trainer sets them from config.loss when a perceptual term is on (`data_canvas`).
+  c.perceptual = ml_collections.ConfigDict(dict(size=0, max_side=0))
 
   c.image = ml_collections.ConfigDict(dict(
       min_side=32 if tiny else 64,  # longer side after resize ~ U[min_side, max_side] px

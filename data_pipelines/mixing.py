@@ -15,6 +15,7 @@ from typing import Mapping, Optional
 
 import grain
 
+from atoken_jax.batch import Batch
 from data_pipelines.pipeline import TaskIterator
 
 
@@ -59,7 +60,7 @@ class MixedIterator(grain.DatasetIterator):
       raise ValueError(f"no iterator for scheduled tasks {sorted(missing)}")
     self.iterators, self.schedule, self.step = dict(iterators), schedule, 0
 
-  def __next__(self) -> tuple[str, dict]:
+  def __next__(self) -> tuple[str, Batch]:
     name = self.schedule.task_at(self.step)
     batch = next(self.iterators[name])
     self.step += 1

@@ -33,7 +33,9 @@ from typing import Any
 import grain
 import numpy as np
 
-from atoken_jax.packing import pack_greedy
+from atoken_jax import perceptual_canvas
+from atoken_jax.batch import Batch
+from atoken_jax.packing import SlotLabels, pack_greedy
 
 MAX_NAMES_PER_BATCH = 16
 
@@ -52,10 +54,12 @@ class PackOptions:
   max_wait: int = 4
   read_threads: int = 2
   read_ahead: int = 8
+  perceptual_size: int = 0  # > 0: batches carry the perceptual resize weights ...
+  perceptual_max_side: int = 0  # ... of images up to this side onto a size^2 view
 
 
 class PackIterDataset(grain.IterDataset):
-  """Packs a MapDataset of `samples.Processed` into batch dicts (see `batch_dict`)."""
+  """Packs a MapDataset of `samples.Processed` into (`Batch`, stats JSON) pairs."""
 
   def __init__(self, parent: grain.MapDataset, options: PackOptions):
     super().__init__(parent)
@@ -119,7 +123,7 @@ class PackIterator(grain.DatasetIterator):
 
   # ------------------------------------------------------------------ packing
 
-  def __next__(self) -> dict:
+  def __next__(self) -> tuple[Batch, str]:
     opt = self._opt
     stats = {"records": 0, "bad": {}, "bad_names": [], "notes": {}}
     candidates = list(self._pending)
@@ -145,49 +149,37 @@ class PackIterator(grain.DatasetIterator):
         tokens += len(sample.tokens)
     if not candidates:
       if stats["records"]:  # only bad records were left: report them in an empty batch
-        return self._emit([], [], stats)
+        return self._emit(None, stats)
       raise StopIteration
     aged = [c for c in candidates if c.age >= opt.max_wait]
     fresh = [c for c in candidates if c.age < opt.max_wait]
     order = (sorted(aged, key=lambda c: -c.age) + sorted(fresh, key=lambda c: -len(c)))
+    batch, leftover = self._pack(order)
+    self._pending = [dataclasses.replace(order[i], age=order[i].age + 1) for i in leftover]
+    return self._emit(batch, stats)
+
+  def _pack(self, order: list[_Candidate]) -> tuple[Batch, list[int]]:
+    opt = self._opt
+    labels = [SlotLabels(task=c.sample.task, modality=c.sample.modality,
+                         text_ids=c.sample.text_ids, has_text=c.sample.has_text,
+                         orig_shape=c.sample.orig_shape, record_id=c.sample.record_id)
+              for c in order]
     batch, leftover = pack_greedy([c.sample.tokens for c in order], opt.row_len,
                                   opt.max_samples_per_row, opt.batch_rows,
                                   opt.tile_latent_frames, opt.attention_block,
-                                  opt.kv_cache_frames)
-    self._pending = [dataclasses.replace(order[i], age=order[i].age + 1) for i in leftover]
-    return self._emit(order, batch, stats)
+                                  opt.kv_cache_frames, labels=labels, text_len=opt.text_len)
+    if opt.perceptual_size:
+      batch = perceptual_canvas.with_resize_weights(batch, opt.perceptual_size,
+                                                    opt.perceptual_max_side)
+    return batch, leftover
 
-  def _emit(self, order, batch, stats) -> dict:
-    opt = self._opt
-    b, s = opt.batch_rows, opt.max_samples_per_row
-    if not order:
-      batch, _ = pack_greedy([], opt.row_len, s, b, opt.tile_latent_frames,
-                             opt.attention_block, opt.kv_cache_frames)
-    out = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
-    slot_index = out["sample_index"]
-    meta = {
-        "modality": np.full((b, s), -1, np.int32),
-        "task": np.full((b, s), -1, np.int32),
-        "text_ids": np.zeros((b, s, opt.text_len), np.int32),
-        "has_text": np.zeros((b, s), bool),
-        "orig_shape": np.zeros((b, s, 3), np.int32),
-    }
-    record_ids = np.full((b, s), -1, np.int32)
-    for r, k in zip(*np.nonzero(slot_index >= 0)):
-      sample = order[slot_index[r, k]].sample
-      meta["modality"][r, k] = sample.modality
-      meta["task"][r, k] = sample.task
-      meta["text_ids"][r, k] = sample.text_ids[:opt.text_len]
-      meta["has_text"][r, k] = sample.has_text
-      meta["orig_shape"][r, k] = sample.orig_shape
-      record_ids[r, k] = sample.record_id
-    out["sample_index"] = record_ids
-    out.update(meta)
-    stats["real_tokens"] = int(np.count_nonzero(out["segment_ids"]))
-    stats["capacity"] = int(out["segment_ids"].size)
-    stats["samples"] = int(np.count_nonzero(record_ids >= 0))
-    out["_stats"] = json.dumps(stats)
-    return out
+  def _emit(self, batch: Batch, stats: dict) -> tuple[Batch, str]:
+    if batch is None:
+      batch, _ = self._pack([])
+    stats["real_tokens"] = int(np.count_nonzero(batch.segment_ids))
+    stats["capacity"] = int(batch.segment_ids.size)
+    stats["samples"] = int(np.count_nonzero(batch.sample_index >= 0))
+    return batch, json.dumps(stats)
 
   # ------------------------------------------------------------------ state
 

@@ -5,7 +5,9 @@
     -> shuffle(seed) -> repeat(num_epochs)           (reshuffled every epoch, shuffle.py)
     -> MapDataset.mix(weights)                       (proportional to size by default)
     -> random_map(SampleFn)                          decode, transform, caption, tokenise
-    -> PackIterDataset                               [B, L] batches, exact resumable state
+    -> PackIterDataset                               `atoken_jax.batch.Batch` [B, L] (with the
+                                                     perceptual resize weights when asked),
+                                                     exact resumable state
     -> mp_prefetch(num_workers)                      Grain worker processes, or with
                                                      0 workers a prefetch thread
     -> TaskIterator                                  bad-data totals, abort, metrics
@@ -23,6 +25,7 @@ from typing import Optional
 import grain
 import numpy as np
 
+from atoken_jax.batch import Batch
 from data_pipelines import bad_data, samples, shuffle, sources
 from data_pipelines.pack_stage import PackIterDataset, PackOptions
 
@@ -46,6 +49,7 @@ def _seed(*values: int) -> int:
 
 
 def pack_options(cfg) -> PackOptions:
+  perceptual = cfg.get("perceptual") or {}
   return PackOptions(
       batch_rows=int(cfg.batch_rows), row_len=int(cfg.row_len),
       max_samples_per_row=int(cfg.max_samples_per_row),
@@ -53,12 +57,14 @@ def pack_options(cfg) -> PackOptions:
       attention_block=int(cfg.get("attention_block", 128)),
       kv_cache_frames=int(cfg.get("kv_cache_frames", 0)), text_len=int(cfg.text.text_len),
       lookahead=float(cfg.pack.lookahead), max_wait=int(cfg.pack.max_wait),
-      read_threads=int(cfg.pack.read_threads), read_ahead=int(cfg.pack.read_ahead))
+      read_threads=int(cfg.pack.read_threads), read_ahead=int(cfg.pack.read_ahead),
+      perceptual_size=int(perceptual.get("size", 0)),
+      perceptual_max_side=int(perceptual.get("max_side", 0)))
 
 
 def build_task_dataset(cfg, shard_index: Optional[int] = None,
                        shard_count: Optional[int] = None) -> grain.IterDataset:
-  """A task config -> Grain IterDataset of batch dicts (with a "_stats" JSON entry).
+  """A task config -> Grain IterDataset of (`Batch`, stats JSON) pairs.
 
   Args:
     cfg: task config (`config.default_task_config`).
@@ -105,15 +111,12 @@ def _ensure_absl_flags() -> None:
 
 
 class TaskIterator(grain.DatasetIterator):
-  """Batches of one task: dicts of numpy arrays with static shapes.
+  """Batches of one task: `atoken_jax.batch.Batch` of numpy arrays with static shapes.
 
-  Keys: the `atoken_jax.packing.PackedBatch` fields (patches [B, L, 3072], coords [B, L, 4],
-  segment_ids, sample_ids, tile_index, token_index [B, L], pos_row_weights /
-  pos_col_weights [B, L, 16], sample_index [B, S] = the record's index in its source (-1
-  empty), sample_lengths [B, S]) plus per slot: modality [B, S] int32 (0 image, 1 video,
-  2 voxels, -1 empty), task [B, S] int32 (0 reconstruction, 1 understanding, -1 empty),
-  text_ids [B, S, text_len] int32 (0 = pad), has_text [B, S] bool, orig_shape [B, S, 3] int32
-  (T, H, W after crop; 0 for voxels and empty slots).
+  sample_index [B, S] holds each slot's record index in its source (-1 empty); modality, task,
+  text_ids [B, S, text_len], has_text and orig_shape come from the samples; image_rows /
+  image_cols / image_valid are set when the config's `perceptual.size` is (the trainer fills
+  it from its loss config, `train.perceptual_inputs.data_canvas`).
   """
 
   def __init__(self, cfg, shard_index: Optional[int] = None,
@@ -126,16 +129,16 @@ class TaskIterator(grain.DatasetIterator):
     self.stats = bad_data.DataStats(cfg.name, float(cfg.bad.max_fraction),
                                     int(cfg.bad.min_records), int(cfg.bad.warn_limit))
 
-  def __next__(self) -> dict:
+  def __next__(self) -> Batch:
     if self._it is None:
       raise StopIteration
     try:
-      batch = next(self._it)
+      batch, stats = next(self._it)
     except StopIteration:
       self.close()  # end of a finite stream: stop threads / workers now, not at GC time
       raise
     try:
-      self.stats.update(json.loads(batch.pop("_stats")))
+      self.stats.update(json.loads(stats))
     except bad_data.BadDataError:
       self.close()  # the abort is final; do not leave prefetch threads to the GC
       raise

@@ -1,12 +1,16 @@
 """A small deterministic data source for trainer tests: batch i is a pure function of
-(seed, i), so a restored iterator continues exactly. Same batch format as data_pipelines."""
+(seed, i), so a restored iterator continues exactly. Same batch type as data_pipelines: an
+`atoken_jax.batch.Batch` built by `packing.pack_greedy`, with the perceptual resize weights
+when the task's data config asks for them (`perceptual.size`)."""
 import os
 import signal
 
 import numpy as np
 
-from atoken_jax import packing, tokens
+from atoken_jax import packing, perceptual_canvas, tokens
 from atoken_jax.text.tokenize import ByteTokenizer
+
+TEXT_LEN = 16  # short enough for 16 bytes: captions that differ after truncation differ
 
 
 class SyntheticImages:
@@ -14,12 +18,13 @@ class SyntheticImages:
 
   def __init__(self, seed=0, rows=2, row_len=32, slots=2, nan_at=(),
                sizes=((32, 32), (16, 48), (48, 16)), sigterm_at=None, understanding=False,
-               modality=0):
+               modality=0, perceptual=(0, 0)):
     self.modality = modality
     self.sigterm_at = sigterm_at
     self.understanding = understanding
     self.seed, self.rows, self.row_len, self.slots = seed, rows, row_len, slots
     self.sizes = sizes
+    self.perceptual = perceptual  # (size, max_side); size 0 = no resize weights
     self.index = 0
     self.nan_at = set(nan_at)
 
@@ -33,23 +38,20 @@ class SyntheticImages:
       h, w = self.sizes[rng.integers(len(self.sizes))]
       img = np.tanh(rng.normal(size=(h, w, 3))).astype(np.float32)
       seqs.append(tokens.to_tokens(img))
-    b = packing.pack(seqs, self.row_len, self.slots, num_rows=self.rows)
-    out = {k: getattr(b, k) for k in ("patches", "coords", "segment_ids", "sample_ids",
-                                       "tile_index", "token_index", "pos_row_weights",
-                                       "pos_col_weights", "sample_index", "sample_lengths",
-                                       "attn_pairs", "attn_kv_counts")}
-    out["modality"] = np.where(b.sample_index >= 0, self.modality, -1).astype(np.int32)
-    out["task"] = np.where(b.sample_index >= 0, int(self.understanding), -1).astype(np.int32)
-    # short enough for 16 bytes: captions that differ after truncation give distinct texts
-    captions = [f"picture {int(i)}" for i in b.sample_index.reshape(-1)]
-    out["text_ids"] = ByteTokenizer(max_len=16)(captions).reshape(self.rows, self.slots, 16)
-    out["has_text"] = b.sample_index >= 0
+    captions = ByteTokenizer(max_len=TEXT_LEN)([f"picture {i}" for i in range(len(seqs))])
+    labels = [packing.SlotLabels(task=int(self.understanding), modality=self.modality,
+                                 text_ids=ids, has_text=True) for ids in captions]
+    b, leftover = packing.pack_greedy(seqs, self.row_len, self.slots, self.rows, labels=labels,
+                                      text_len=TEXT_LEN)
+    assert not leftover, "SyntheticImages: the samples must fit"
+    if self.perceptual[0]:
+      b = perceptual_canvas.with_resize_weights(b, *self.perceptual)
     if self.index == self.sigterm_at:  # a preemption notice arrives while reading batch i
       os.kill(os.getpid(), signal.SIGTERM)
     if self.index in self.nan_at:
-      out["patches"] = np.full_like(out["patches"], np.nan)
+      b = b.replace(patches=np.full_like(b.patches, np.nan))
     self.index += 1
-    return out
+    return b
 
   def get_state(self):
     return {"index": self.index}
@@ -58,6 +60,13 @@ class SyntheticImages:
     self.index = int(state["index"])
 
 
+def perceptual_of(cfg, name):
+  """(size, max_side) the task's data config asks for (`perceptual_inputs.data_canvas`)."""
+  p = cfg.tasks[name].get("data", {}).get("perceptual", {}) or {}
+  return int(p.get("size", 0)), int(p.get("max_side", 0))
+
+
 def factory(**kw):
-  return lambda cfg: {name: SyntheticImages(seed=cfg.seed + i, **kw)
+  return lambda cfg: {name: SyntheticImages(seed=cfg.seed + i, perceptual=perceptual_of(cfg, name),
+                                            **kw)
                       for i, name in enumerate(cfg.tasks)}

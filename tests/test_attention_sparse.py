@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from atoken_jax import attention_blocks, config, packing, tokens
+from atoken_jax import batch as batch_lib
 from atoken_jax.model import atoken, attention, block_sparse, splash
 from atoken_jax.model import gaussian_decoder as gd
-from atoken_jax.tokenizer import init_params, model_inputs
+from atoken_jax.tokenizer import init_params
 
 
 def _qkv(b, length, h=2, d=8, seed=0):
@@ -126,7 +127,7 @@ SPLASH = pytest.param("splash", marks=pytest.mark.slow)  # Pallas interpret mode
 @pytest.mark.parametrize("impl", ["block_sparse", SPLASH])
 def test_kv_cache_tiles_equal_dense(impl):
   batch = _video_batch(cache_frames=1)
-  info = {k: jnp.asarray(getattr(batch, k)) for k in atoken.TOKEN_INFO_KEYS}
+  info = {k: jnp.asarray(getattr(batch, k)) for k in batch_lib.MASK_FIELDS}
   mask_fn = functools.partial(atoken.tile_cache_mask, cache_frames=1, tile_frames=2)
   table = {k: getattr(batch, k) for k in attention_blocks.TABLE_KEYS}
   mask = np.asarray(mask_fn(info, info))
@@ -196,7 +197,7 @@ def test_model_block_sparse_equals_dense_values_and_gradients_with_kv_cache():
   cfg = config.model_config("tiny", decoder_kv_cache_frames=1, tile_latent_frames=2,
                             scan_layers=True)
   batch = _video_batch(cache_frames=1)
-  inputs = jax.tree.map(jnp.asarray, model_inputs(batch))
+  inputs = jax.tree.map(jnp.asarray, batch.for_model())
   params = init_params(cfg, jax.random.key(0))
   valid = jnp.asarray(batch.segment_ids > 0)[..., None]
 
@@ -216,10 +217,10 @@ def test_model_block_sparse_equals_dense_values_and_gradients_with_kv_cache():
 
 def test_batch_stats_report_computed_over_needed_attention_pairs():
   from atoken_jax.train import metrics
-  batch = model_inputs(_video_batch(cache_frames=0))
+  batch = _video_batch(cache_frames=0)
   sparse, dense = metrics.batch_stats(batch, "auto"), metrics.batch_stats(batch, "dense")
   assert sparse["attn_pairs"] == dense["attn_pairs"] == attention_blocks.pairs_needed(
-      batch["segment_ids"])
+      batch.segment_ids)
   assert dense["attn_pairs_computed"] == 2 * 160 ** 2
   assert sparse["attn_pairs"] <= sparse["attn_pairs_computed"] < dense["attn_pairs_computed"]
 

@@ -55,11 +55,11 @@ def test_default_data_feeds_every_task(default_dir, name):
   cfg.shard_index, cfg.shard_count = 0, 1
   it = build_task_iterator(cfg)
   batch = next(it)
-  used = batch["sample_index"] >= 0
+  used = batch.sample_index >= 0
   modality = {"image": 0, "video": 1, "voxels": 2}[name.split("_")[0]]
-  assert used.any() and (batch["modality"][used] == modality).all()
-  assert (batch["task"][used] == (1 if "understand" in name else 0)).all()
-  assert batch["has_text"][used].all()  # every bundled sample has a caption
+  assert used.any() and (batch.modality[used] == modality).all()
+  assert (batch.task[used] == (1 if "understand" in name else 0)).all()
+  assert batch.has_text[used].all()  # every bundled sample has a caption
   assert it.stats.num_bad == 0
 
 
@@ -77,7 +77,7 @@ def test_mixture_follows_the_stage_ratios_round_robin(default_dir):
   again = build_mixture(cfg)
   again.set_state(state)
   for (n1, b1), (n2, b2) in zip(want, [next(again) for _ in range(3)]):
-    assert n1 == n2 and np.array_equal(b1["patches"], b2["patches"])
+    assert n1 == n2 and np.array_equal(b1.patches, b2.patches)
 
 
 def test_schedule_spreads_tasks_evenly():

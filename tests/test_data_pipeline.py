@@ -38,6 +38,7 @@ def take(it, n):
 def assert_batches_equal(a, b):
   assert len(a) == len(b)
   for x, y in zip(a, b):
+    x, y = x.arrays(), y.arrays()
     assert x.keys() == y.keys()
     for k in x:
       np.testing.assert_array_equal(x[k], y[k], err_msg=k)
@@ -55,29 +56,29 @@ def test_batches_have_static_shapes_and_consistent_slot_metadata(folder):
               "task": (b, s), "text_ids": (b, s, 64), "has_text": (b, s),
               "orig_shape": (b, s, 3),
               "attn_kv_counts": (b, 1), "attn_pairs": (b, 1, 1, 2)}  # one 128-token block
-    assert {k: v.shape for k, v in batch.items()} == shapes
-    used = batch["sample_index"] >= 0
+    assert {k: v.shape for k, v in batch.arrays().items()} == shapes
+    used = batch.sample_index >= 0
     assert used.any()
-    assert ((batch["modality"] == 0) == used).all() and ((batch["task"] == 0) == used).all()
-    t, h, w = np.moveaxis(batch["orig_shape"][used], -1, 0)
+    assert ((batch.modality == 0) == used).all() and ((batch.task == 0) == used).all()
+    t, h, w = np.moveaxis(batch.orig_shape[used], -1, 0)
     assert (t == 1).all() and (h % 16 == 0).all() and (w % 16 == 0).all()
     assert (np.maximum(h, w) <= 96).all() and (np.minimum(h, w) >= 16).all()
-    assert ((h // 16) * (w // 16) == batch["sample_lengths"][used]).all()
+    assert ((h // 16) * (w // 16) == batch.sample_lengths[used]).all()
     for r, k in zip(*np.nonzero(used)):
-      assert (batch["sample_ids"][r] == k + 1).sum() == batch["sample_lengths"][r, k]
-      caption = tokenizer.decode(batch["text_ids"][r, k])
-      assert batch["has_text"][r, k] == bool(caption)
+      assert (batch.sample_ids[r] == k + 1).sum() == batch.sample_lengths[r, k]
+      caption = tokenizer.decode(batch.text_ids[r, k])
+      assert batch.has_text[r, k] == bool(caption)
       if caption:
         assert caption.startswith("a picture number ")
-    assert np.abs(batch["patches"]).max() <= 1.0
-    assert (batch["patches"][batch["segment_ids"] == 0] == 0).all()
+    assert np.abs(batch.patches).max() <= 1.0
+    assert (batch.patches[batch.segment_ids == 0] == 0).all()
 
 
 def test_same_seed_same_batches_and_another_seed_differs(folder):
   a = take(build_task_iterator(image_cfg(folder)), 4)
   assert_batches_equal(a, take(build_task_iterator(image_cfg(folder)), 4))
   c = take(build_task_iterator(image_cfg(folder, seed=7)), 4)
-  assert not all(np.array_equal(x["patches"], y["patches"]) for x, y in zip(a, c))
+  assert not all(np.array_equal(x.patches, y.patches) for x, y in zip(a, c))
 
 
 def test_restored_iterator_continues_with_the_batches_that_would_have_come(folder):
@@ -95,7 +96,7 @@ def test_restored_iterator_continues_with_the_batches_that_would_have_come(folde
 def _epoch_ids(cfg):
   it, ids = build_task_iterator(cfg), []
   for batch in it:
-    ids += batch["sample_index"][batch["sample_index"] >= 0].tolist()
+    ids += batch.sample_index[batch.sample_index >= 0].tolist()
   return ids, it
 
 
@@ -147,10 +148,10 @@ def test_videos_clip_lengths_bad_videos_and_splitting_long_clips(folder):
   # 12, 16 and 20 frames -> clips of 12, 16, 16 frames = 3, 4, 4 latent frames; rows hold 2.
   assert it.stats.notes == {"split_pieces": 3} and len(ids) == 6
   batches = [b for b in build_task_iterator(cfg)]
-  shapes = np.concatenate([b["orig_shape"][b["sample_index"] >= 0] for b in batches])
+  shapes = np.concatenate([b.orig_shape[b.sample_index >= 0] for b in batches])
   assert (shapes[:, 0] % 4 == 0).all() and (shapes[:, 0] <= 8).all()
   assert (shapes[:, 1:] == [48, 64]).all()
-  lengths = np.concatenate([b["sample_lengths"][b["sample_index"] >= 0] for b in batches])
+  lengths = np.concatenate([b.sample_lengths[b.sample_index >= 0] for b in batches])
   assert (lengths <= 24).all() and (lengths == shapes[:, 0] // 4 * 12).all()
 
 
@@ -159,15 +160,15 @@ def test_understanding_videos_are_sampled_at_1_fps(folder):
   cfg.task, cfg.num_epochs = "understanding", 1
   cfg.text.required = True
   batches = list(build_task_iterator(cfg))
-  used = np.concatenate([b["orig_shape"][b["sample_index"] >= 0] for b in batches])
+  used = np.concatenate([b.orig_shape[b.sample_index >= 0] for b in batches])
   assert len(used) == 3 and (used[:, 0] == 4).all()  # 1.5-2.5 s clips: 4 frames spread
-  assert all((b["task"][b["sample_index"] >= 0] == 1).all() for b in batches)
-  assert all(b["has_text"][b["sample_index"] >= 0].all() for b in batches)
+  assert all((b.task[b.sample_index >= 0] == 1).all() for b in batches)
+  assert all(b.has_text[b.sample_index >= 0].all() for b in batches)
 
 
 def test_one_task_can_mix_images_and_videos(folder):
   cfg = image_cfg(folder)
   cfg.modalities, cfg.sources = ("image", "video"), (f"folder:{folder}",)
   cfg.video.max_side = 64
-  seen = np.concatenate([b["modality"].ravel() for b in take(build_task_iterator(cfg), 6)])
+  seen = np.concatenate([b.modality.ravel() for b in take(build_task_iterator(cfg), 6)])
   assert {0, 1} <= set(seen.tolist())

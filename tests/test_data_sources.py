@@ -77,15 +77,15 @@ def test_prepared_shards_feed_every_modality_with_captions(prepared):
   _, dst = prepared
   batches, it = epoch(cfg_for("image_recon", (f"arrayrecord:{dst}",)))
   assert it.stats.num_bad == 0 and it.stats.samples == GOOD_IMAGES
-  captions = {ByteTokenizer().decode(t) for b in batches for t in b["text_ids"][b["has_text"]]}
+  captions = {ByteTokenizer().decode(t) for b in batches for t in b.text_ids[b.has_text]}
   assert captions == {f"a picture number {i}" for i in range(0, GOOD_IMAGES, 2)}
   batches, it = epoch(cfg_for("video_recon", (f"arrayrecord:{dst}",)))
   assert it.stats.num_bad == 0 and it.stats.samples >= GOOD_VIDEOS
   batches, it = epoch(cfg_for("voxels_recon", (f"arrayrecord:{dst}",)))
   assert it.stats.num_bad == 0 and it.stats.samples == 2
-  voxel_slots = np.concatenate([b["modality"][b["sample_index"] >= 0] for b in batches])
+  voxel_slots = np.concatenate([b.modality[b.sample_index >= 0] for b in batches])
   assert (voxel_slots == 2).all()
-  coords = np.concatenate([b["coords"][b["segment_ids"] > 0] for b in batches])
+  coords = np.concatenate([b.coords[b.segment_ids > 0] for b in batches])
   assert (coords[:, 0] == 1).all() and coords[:, 1:].max() < 64  # (t=1, i, j, k)
 
 
@@ -113,7 +113,7 @@ def test_meshes_and_nerf_renders_in_a_folder_become_voxel_tokens(tmp_path):
   cfg.voxels.num_views = 6
   batches, it = epoch(cfg)
   assert it.stats.bad == {"missing_caption": 1}  # the .ply has no caption; understanding needs one
-  lengths = np.concatenate([b["sample_lengths"][b["sample_index"] >= 0] for b in batches])
+  lengths = np.concatenate([b.sample_lengths[b.sample_index >= 0] for b in batches])
   assert len(lengths) == 1 and lengths[0] > 1000
 
 
@@ -153,7 +153,7 @@ def test_tfds_data_source_without_tensorflow(tfds_dir):
   cfg.tfds.caption_key, cfg.tfds.name_key = "captions/text", "id"
   batches, it = epoch(cfg)
   assert it.stats.samples == 6 and it.stats.num_bad == 0
-  captions = [ByteTokenizer().decode(t) for b in batches for t in b["text_ids"][b["has_text"]]]
+  captions = [ByteTokenizer().decode(t) for b in batches for t in b.text_ids[b.has_text]]
   assert len(captions) == 6 and all(c.split()[0] in ("colour", "shade") for c in captions)
 
 

@@ -90,9 +90,10 @@ def test_example_rows_and_camera_arrays():
                          features="tokens", packed=True,
                          gs_cfg=config_lib.gaussian_decoder_config("tiny"))
   n = len(asset.coords)
-  np.testing.assert_array_equal(tok["coords"][:n, 1:], asset.coords)
-  np.testing.assert_allclose(tok["patches"][:n, :768], ex["voxel_feats"][:n], atol=1e-6)
-  assert tok["layout_even_index"].ndim == 2 and (tok["sample_ids"] > 0).sum() == n
+  row = tok["tokens"]  # a one-row Batch
+  np.testing.assert_array_equal(row.coords[0, :n, 1:], asset.coords)
+  np.testing.assert_allclose(row.patches[0, :n, :768], ex["voxel_feats"][:n], atol=1e-6)
+  assert tok["layout_even_index"].ndim == 2 and (row.sample_ids > 0).sum() == n
   with pytest.raises(ValueError, match="row length"):
     data_lib.example(asset, views_per_asset=2, image_size=64, row_len=10,
                      features="ground_truth")

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from atoken_jax import config as config_lib
+from atoken_jax.batch import Batch
 from atoken_jax.interop import checkpoint_io, ml_atoken
 from atoken_jax.model.atoken import AToken
 
@@ -61,11 +62,11 @@ def random_state(cfg, seed: int = 0) -> dict[str, np.ndarray]:
   return ml_atoken.random_state_dict(cfg, seed)
 
 
-def dummy_batch(length: int = 8) -> dict[str, np.ndarray]:
+def dummy_batch(length: int = 8) -> Batch:
   z = lambda *s, dt=np.float32: np.zeros((1, length) + s, dt)
-  return dict(patches=z(3072), coords=z(4, dt=np.int32), segment_ids=z(dt=np.int32) + 1,
-              sample_ids=z(dt=np.int32) + 1, tile_index=z(dt=np.int32), pos_row_weights=z(16),
-              pos_col_weights=z(16), sample_index=np.zeros((1, 1), np.int32))
+  return Batch(patches=z(3072), coords=z(4, dt=np.int32), segment_ids=z(dt=np.int32) + 1,
+               sample_ids=z(dt=np.int32) + 1, tile_index=z(dt=np.int32), pos_row_weights=z(16),
+               pos_col_weights=z(16), sample_index=np.zeros((1, 1), np.int32))
 
 
 def model_param_shapes(cfg) -> dict[tuple, tuple]:

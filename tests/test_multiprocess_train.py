@@ -57,8 +57,8 @@ class _Rows:
     self.it, self.start, self.stop = it, start, stop
 
   def __next__(self):
-    batch = next(self.it)
-    return {k: v[self.start:self.stop] for k, v in batch.items()}
+    batch = next(self.it)  # every Batch field leads with the row axis
+    return jax.tree.map(lambda v: v[self.start:self.stop], batch)
 
   def get_state(self):
     return self.it.get_state()

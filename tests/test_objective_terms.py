@@ -5,14 +5,15 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from atoken_jax import config as config_lib
+from atoken_jax import packing
 from atoken_jax import perceptual
 from atoken_jax.losses import semantic
 from atoken_jax.model import atoken as atoken_model
-from atoken_jax.tokenizer import dummy_inputs
 from atoken_jax.train import frozen as frozen_lib
 from atoken_jax.train import objective
 from atoken_jax.train import perceptual_inputs
@@ -183,7 +184,7 @@ def test_the_loss_of_every_kind_is_sum_of_weight_times_its_reported_terms():
   spec, frozen = frozen_lib.load(cfg, model_cfg, seed=0)
   model = atoken_model.AToken(model_cfg)
   params = {"model": nn.meta.unbox(model.init({"params": jax.random.PRNGKey(0)},
-                                              dummy_inputs(model_cfg, 1, 16, 1),
+                                              packing.empty_batch(1, 16, 1),
                                               "mean")["params"]),
             "siglip": {"logit_scale": jnp.float32(math.log(10.0)),
                        "logit_bias": jnp.float32(-10.0)}}
@@ -193,10 +194,11 @@ def test_the_loss_of_every_kind_is_sum_of_weight_times_its_reported_terms():
            (objective.TaskKind("video", "understanding"), dict(seed=3, understanding=True,
                                                                modality=1))]
   for kind, data_kw in cases:
-    batch = next(synthetic_data.SyntheticImages(rows=4, **data_kw))
-    batch.update(perceptual_inputs.resize_weights(
-        batch, cfg.loss.perceptual_size,
-        cfg.loss.perceptual_max_side // config_lib.PATCH_HW))
+    canvas = perceptual_inputs.data_canvas(cfg.loss, ml_collections.ConfigDict(dict(
+        perceptual=dict(size=0, max_side=0))), kind.modality).perceptual
+    batch = next(synthetic_data.SyntheticImages(rows=4, perceptual=(canvas.size,
+                                                                    canvas.max_side), **data_kw))
+    assert (batch.image_rows is not None) == (kind.modality == "image")
     loss, metrics = loss_fn(params, frozen, batch, jax.random.PRNGKey(1), kind)
     terms = objective.active_terms(kind, model_cfg, cfg.loss, spec)
     assert terms == kind.terms, kind

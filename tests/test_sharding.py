@@ -7,7 +7,6 @@ import pytest
 from atoken_jax import config as config_lib
 from atoken_jax import packing, sharding, tokens
 from atoken_jax.model import atoken as atoken_model
-from atoken_jax.tokenizer import dummy_inputs, model_inputs
 
 
 def _batch(rows):
@@ -27,18 +26,18 @@ def test_sharded_forward_equals_single_device(mesh_shape):
   model = atoken_model.AToken(cfg)
   mesh = sharding.make_mesh(**mesh_shape)
   rules = sharding.LOGICAL_AXIS_RULES
-  inputs = model_inputs(_batch(8))
+  inputs = _batch(8).for_model()
 
   boxed = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)},
-                                            dummy_inputs(cfg, 1, 16, 1), "mean"))["params"]
+                                            packing.empty_batch(1, 16, 1), "mean"))["params"]
   param_sharding = sharding.logical_to_sharding(nn.get_partition_spec(boxed), mesh, rules)
   init = lambda: nn.meta.unbox(model.init({"params": jax.random.key(0)},
-                                          dummy_inputs(cfg, 1, 16, 1), "mean")["params"])
+                                          packing.empty_batch(1, 16, 1), "mean")["params"])
   params_1 = jax.jit(init)()
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     params_8 = jax.jit(init, out_shardings=param_sharding)()
-    batch_8 = {k: jax.device_put(v, sharding.batch_sharding(mesh, v.ndim))
-               for k, v in inputs.items()}
+    batch_8 = jax.device_put(inputs, jax.tree.map(
+        lambda v: sharding.batch_sharding(mesh, v.ndim), inputs))
     out_8 = jax.jit(lambda p, b: model.apply({"params": p}, b, "mean"))(params_8, batch_8)
   out_1 = jax.jit(lambda p, b: model.apply({"params": p}, b, "mean"))(params_1, inputs)
 

@@ -1,7 +1,6 @@
 """Export proof: our exported checkpoint loads strictly into the independent PyTorch module
 (atoken_jax.interop.torch_atoken, written from the ml-atoken spec) and computes what our JAX
 model computes, within 1e-5 relative in float32; `.pt` files are read weights-only."""
-import dataclasses
 import os
 import pickle
 
@@ -73,7 +72,7 @@ def jax_run():
   assert [len(s) for s in seqs] == [40, 30, 54, 50, 36]
   batch = packing.pack(seqs, row_len=128, max_samples_per_row=3)
   assert batch.segment_ids.shape == (2, 128)
-  inputs = dataclasses.asdict(batch)
+  inputs = batch.for_model()
   params = ml_atoken.state_dict_to_params(random_state(TINY, seed=7), TINY)
   model = AToken(TINY)
   encode = jax.jit(lambda p, b: model.apply({"params": p}, b, method=AToken.encode))
@@ -181,7 +180,7 @@ def test_without_rope_matches_jax():
   seq = tokens.to_tokens(np.random.default_rng(1).uniform(-1, 1, (48, 80, 3)).astype(np.float32))
   batch = packing.pack([seq], row_len=16, max_samples_per_row=1)
   params = ml_atoken.state_dict_to_params(random_state(cfg, seed=2), cfg)
-  enc = AToken(cfg).apply({"params": params}, dataclasses.asdict(batch), method=AToken.encode)
+  enc = AToken(cfg).apply({"params": params}, batch.for_model(), method=AToken.encode)
   model = torch_atoken.TorchAToken.from_state_dict(ml_atoken.params_to_state_dict(params, cfg), cfg)
   features, pooled, mean, _ = model.encode(*ml_atoken_inputs([seq]))
   assert_close(packing.unpack(np.asarray(enc["features"]), batch)[0], features, "features")

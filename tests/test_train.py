@@ -75,8 +75,8 @@ def test_accumulating_k_micro_batches_equals_one_batch_of_k(tmp_path):
   class Halves(synthetic_data.SyntheticImages):
     def __next__(self):
       whole = full.__next__() if self.index % 2 == 0 else self.pending
-      half = {k: v[:2] if v.ndim and v.shape[0] == 4 else v for k, v in whole.items()}
-      self.pending = {k: v[2:] if v.ndim and v.shape[0] == 4 else v for k, v in whole.items()}
+      half = jax.tree.map(lambda v: v[:2], whole)  # every Batch field leads with the row axis
+      self.pending = jax.tree.map(lambda v: v[2:], whole)
       self.index += 1
       return half
 
@@ -177,9 +177,13 @@ def test_full_objective_trains_on_reconstruction_and_understanding_tasks(tmp_pat
       "image_recon": {"accum_steps": 1}, "image_understand": {"accum_steps": 1},
       "video_understand": {"accum_steps": 1, "modality": "video"}})
 
-  def data(c):
-    return {"image_recon": synthetic_data.SyntheticImages(seed=1),
-            "image_understand": synthetic_data.SyntheticImages(seed=2, understanding=True),
+  def data(c):  # the image tasks' data configs ask for the perceptual resize weights
+    canvas = {name: synthetic_data.perceptual_of(c, name) for name in c.tasks}
+    assert canvas["image_recon"][0] and not canvas["video_understand"][0]
+    return {"image_recon": synthetic_data.SyntheticImages(seed=1,
+                                                          perceptual=canvas["image_recon"]),
+            "image_understand": synthetic_data.SyntheticImages(
+                seed=2, understanding=True, perceptual=canvas["image_understand"]),
             # images standing in for video clips: the sigmoid path is what is checked
             "video_understand": synthetic_data.SyntheticImages(seed=3, understanding=True,
                                                                modality=1)}

@@ -6,8 +6,8 @@ One asset per batch row. For B assets, views_per_asset K, image size S and row l
   w2c [B, K, 4, 4], fx, fy, cx, cy [B, K] float32 (`views.camera_arrays`)
   features="ground_truth": voxel_feats [B, L, 768] in [-1, 1], voxel_coords [B, L, 3] int32,
                            voxel_valid [B, L] bool
-  features="tokens":       the tokenizer's packed inputs (`atoken.INPUT_KEYS`), one sample per
-                           row, tokens in voxel order (patches carry the same features)
+  features="tokens":       tokens: the tokenizer's packed `atoken_jax.batch.Batch`, one sample
+                           per row, tokens in voxel order (patches carry the same features)
   attention="packed":      + layout_<even|odd>_<index|window|inverse> [B, ...] (per asset)
 
 Sources use the data pipeline's specs ("default", "arrayrecord:PATH", "folder:PATH"; the
@@ -22,15 +22,15 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
+import jax
 import ml_collections
 import numpy as np
 
-from atoken_jax import attention_blocks
 from atoken_jax import config as config_lib
 from atoken_jax import packing, tokens
+from atoken_jax.batch import Batch
 from atoken_jax.gs3d import objective, procedural
 from atoken_jax.gs3d import views as views_lib
-from atoken_jax.model import atoken as atoken_model
 from atoken_jax.model import gaussian_decoder as net_lib
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ FEATURES = ("ground_truth", "tokens")
 def example(asset, *, views_per_asset: int, image_size: int, row_len: int, features: str,
             gs_cfg: config_lib.GaussianDecoderConfig | None = None, packed: bool = False,
             rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
-  """One asset -> one batch row (see the module docstring; no leading B axis).
+  """One asset -> one batch row (see the module docstring; no leading B axis, except the
+  one-row `Batch` under "tokens").
 
   Views: K distinct random ones with `rng`, else the first K. Raises ValueError when the asset
   has more than `row_len` voxels or no stored cameras.
@@ -63,9 +64,7 @@ def example(asset, *, views_per_asset: int, image_size: int, row_len: int, featu
     out.update(voxel_feats=f, voxel_coords=c, voxel_valid=valid)
   else:
     seq = tokens.voxels_to_tokens(tokens.Voxels(coords=coords, feats=feats01))
-    pb = packing.pack([seq], row_len, 1, num_rows=1)
-    out.update({k: getattr(pb, k)[0] for k in atoken_model.INPUT_KEYS
-                if k not in attention_blocks.TABLE_KEYS})  # `collate` makes the batch's table
+    out["tokens"] = pb = packing.pack([seq], row_len, 1, num_rows=1)
     c, valid = pb.coords[0, :, 1:4], pb.sample_ids[0] > 0
   if packed:
     layout = net_lib.window_layout(c[None], valid[None], gs_cfg)
@@ -73,11 +72,15 @@ def example(asset, *, views_per_asset: int, image_size: int, row_len: int, featu
   return out
 
 
-def collate(examples: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-  """Stacks rows on a new leading [B] axis (and lists the tokenizer's attention blocks)."""
-  out = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-  if "segment_ids" in out:
-    out.update(attention_blocks.block_table(out["segment_ids"]))
+def collate(examples: Sequence[dict]) -> dict:
+  """Stacks rows on a new leading [B] axis; one-row token `Batch`es are concatenated (their
+  block tables are per row, so they concatenate too)."""
+  out = {}
+  for k, first in examples[0].items():
+    if isinstance(first, Batch):
+      out[k] = jax.tree.map(lambda *rows: np.concatenate(rows), *[e[k] for e in examples])
+    else:
+      out[k] = np.stack([e[k] for e in examples])
   return out
 
 

@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from atoken_jax import config as config_lib
+from atoken_jax import packing
 from atoken_jax import sharding as sharding_lib
 from atoken_jax.gs3d import data as data_lib
 from atoken_jax.gs3d import objective
@@ -101,15 +102,15 @@ def make_loss_fn(cfg, gs_cfg: config_lib.GaussianDecoderConfig,
     if not tokenizer:
       feats, coords, valid = batch["voxel_feats"], batch["voxel_coords"], batch["voxel_valid"]
     else:
-      atoken = {**frozen["model"], **params.get("model", {})}
-      out = model.apply({"params": atoken}, {k: batch[k] for k in atoken_model.INPUT_KEYS},
-                        posterior=posterior, rngs={"posterior": rng})
+      atoken, tokens = {**frozen["model"], **params.get("model", {})}, batch["tokens"]
+      out = model.apply({"params": atoken}, tokens, posterior=posterior,
+                        rngs={"posterior": rng})
       rec = out["reconstruction"] if joint else jax.lax.stop_gradient(out["reconstruction"])
       feats = rec[..., :config_lib.FRAME_PATCH_DIM]
-      coords, valid = batch["coords"][..., 1:4], batch["sample_ids"] > 0
+      coords, valid = tokens.coords[..., 1:4], tokens.sample_ids > 0
       if joint and rec_l1:  # the tokenizer's own 3D loss: L1 on the voxel features
         modality = jnp.where(valid, main_objective.VOXELS, -1)
-        extra["rec_l1"] = main_objective.l1_loss(rec, batch["patches"], valid, modality)
+        extra["rec_l1"] = main_objective.l1_loss(rec, tokens.patches, valid, modality)
       if joint and kl_w and model_cfg.quantizer is None:
         extra["kl"] = main_objective.kl_loss(out["mean"], out["logvar"], valid)
     loss, metrics = objective.gs_loss_from_features(params["gs"], frozen, feats, coords, valid,
@@ -143,9 +144,8 @@ def trainable_groups(cfg) -> tuple[str, ...]:
 
 def abstract_model_params(model_cfg: config_lib.ModelConfig):
   """The tokenizer's boxed parameter shapes (logical axes kept), without allocating them."""
-  from atoken_jax.tokenizer import dummy_inputs  # pylint: disable=import-outside-toplevel
   return jax.eval_shape(lambda: atoken_model.AToken(model_cfg).init(
-      {"params": jax.random.PRNGKey(0)}, dummy_inputs(model_cfg, 1, 16, 1), "mean")["params"])
+      {"params": jax.random.PRNGKey(0)}, packing.empty_batch(1, 16, 1), "mean")["params"])
 
 
 def params_init_fn(cfg, gs_cfg: config_lib.GaussianDecoderConfig,
@@ -231,13 +231,10 @@ class GSTask:
   def schedule(self):
     return [MicroTask("gs", 1)]
 
-  def device_inputs(self, micro, host):
-    del micro
-    return dict(host)
-
   def work(self, micro, host) -> Work:
     del micro
-    return Work(tokens=float(np.count_nonzero(host.get("voxel_valid", host.get("sample_ids")))))
+    valid = host["voxel_valid"] if "voxel_valid" in host else host["tokens"].sample_ids
+    return Work(tokens=float(np.count_nonzero(valid)))
 
   def initialize(self, loop, state):
     """A fresh run: released Gaussian-decoder weights (gs.init_weights) and, in joint mode, the

@@ -1,13 +1,11 @@
 """The AToken autoencoder in Flax linen: encoder, semantic head, bottleneck, decoder.
 
-All methods take a packed batch (see `atoken_jax.packing.PackedBatch`), as a dict of arrays:
-  patches [B, L, 3072], coords [B, L, 4] (tile-local t, x=row, y=col, z), segment_ids [B, L]
-  (attention group = one sample's temporal tile; 0 = padding), sample_ids [B, L] (sample slot
-  1..S; 0 = padding), tile_index [B, L], pos_row_weights / pos_col_weights [B, L, 16] (host-side
-  interpolation weights of the learned 16x16 position table), sample_index [B, S], and the
-  attention block table attn_pairs [B, C, G, 2] / attn_kv_counts [B, n_blocks]
-  (`atoken_jax.attention_blocks`; optional: without it attention walks every key).
+All methods take a packed `atoken_jax.batch.Batch` and read its model fields
+(`batch.MODEL_FIELDS`): patches [B, L, 3072], coords [B, L, 4], segment_ids, sample_ids,
+tile_index [B, L], pos_row_weights / pos_col_weights [B, L, 16], sample_index [B, S] and the
+attention block table attn_pairs / attn_kv_counts (None: attention walks every key).
 Everything depends only on those arrays' shapes, so one compile serves one shape bucket.
+The attention masks read per-token metadata dicts (`Batch.mask_info`).
 """
 from __future__ import annotations
 
@@ -18,19 +16,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from atoken_jax import attention_blocks
 from atoken_jax import config as config_lib
+from atoken_jax.batch import Batch
 from atoken_jax.model import attention, bottleneck, layers, rope, transformer
 
-Batch = dict[str, jax.Array]
+Info = dict[str, jax.Array]  # per-token mask metadata (`Batch.mask_info`)
 
 
-def segment_mask(q: Batch, k: Batch) -> jax.Array:
+def segment_mask(q: Info, k: Info) -> jax.Array:
   """Attention within one (sample, temporal tile) group."""
   return attention.same_group(q["segment_ids"], k["segment_ids"])
 
 
-def tile_cache_mask(q: Batch, k: Batch, *, cache_frames: int, tile_frames: int) -> jax.Array:
+def tile_cache_mask(q: Info, k: Info, *, cache_frames: int, tile_frames: int) -> jax.Array:
   """Within a tile, plus the last `cache_frames` latent frames of the sample's previous tile.
 
   Equal to the release's decoder KV cache (pre-RoPE K/V of the previous tile's last frames
@@ -42,18 +40,6 @@ def tile_cache_mask(q: Batch, k: Batch, *, cache_frames: int, tile_frames: int) 
   prev_tile = k["tile_index"][:, None, :] == q["tile_index"][:, :, None] - 1
   recent = k["coords"][:, None, :, 0] >= tile_frames - cache_frames
   return segment_mask(q, k) | (same_sample & prev_tile & recent)
-
-
-INPUT_KEYS = ("patches", "coords", "segment_ids", "sample_ids", "tile_index", "pos_row_weights",
-              "pos_col_weights", "sample_index") + attention_blocks.TABLE_KEYS
-TOKEN_INFO_KEYS = ("segment_ids", "sample_ids", "tile_index", "coords")
-
-
-def token_info(batch: Batch) -> Batch:
-  """The per-token [B, L, ...] arrays the attention masks read, plus the block table if the
-  batch has one."""
-  keys = TOKEN_INFO_KEYS + tuple(k for k in attention_blocks.TABLE_KEYS if k in batch)
-  return {k: batch[k] for k in keys}
 
 
 def _rope(cfg: config_lib.ModelConfig, positions: jax.Array, head_dim: int):
@@ -99,14 +85,14 @@ class Encoder(nn.Module):
     cfg, t = self.cfg, self.cfg.encoder
     dtype, pdtype = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
     x = layers.dense(t.width, ("patch", "embed"), use_bias=True, dtype=dtype, param_dtype=pdtype,
-                     name="input_layer")(batch["patches"].astype(dtype))
+                     name="input_layer")(batch.patches.astype(dtype))
     x = x + PositionTable(t.width, pdtype, name="pos_embedder")(
-        batch["pos_row_weights"], batch["pos_col_weights"]).astype(dtype)
-    angles = _rope(cfg, batch["coords"], t.head_dim)
+        batch.pos_row_weights, batch.pos_col_weights).astype(dtype)
+    angles = _rope(cfg, batch.coords, t.head_dim)
     x = transformer.BlockStack(
         t.depth, _block_kwargs(cfg, t, decoder=False, mask_fn=segment_mask),
         scan=cfg.scan_layers, remat=cfg.remat,
-        name="transformer")(x, angles, token_info(batch))
+        name="transformer")(x, angles, batch.mask_info())
     return layers.LayerNorm(cfg.norm_eps, param_dtype=pdtype, name="post_layernorm")(x)
 
 
@@ -121,18 +107,18 @@ class Decoder(nn.Module):
     x = layers.dense(t.width, ("latent", "embed"), use_bias=False, dtype=dtype,
                      param_dtype=pdtype, name="input_layer")(latent.astype(dtype))
     x = x + PositionTable(t.width, pdtype, name="pos_embedder")(
-        batch["pos_row_weights"], batch["pos_col_weights"]).astype(dtype)
-    positions = batch["coords"]
+        batch.pos_row_weights, batch.pos_col_weights).astype(dtype)
+    positions = batch.coords
     mask_fn = segment_mask
     if cfg.decoder_kv_cache_frames:
-      positions = positions.at[..., 0].add(batch["tile_index"] * cfg.tile_latent_frames)
+      positions = positions.at[..., 0].add(batch.tile_index * cfg.tile_latent_frames)
       mask_fn = functools.partial(tile_cache_mask, cache_frames=cfg.decoder_kv_cache_frames,
                                   tile_frames=cfg.tile_latent_frames)
     angles = _rope(cfg, positions, t.head_dim)
     x = transformer.BlockStack(
         t.depth, _block_kwargs(cfg, t, decoder=True, mask_fn=mask_fn),
         scan=cfg.scan_layers, remat=cfg.remat,
-        name="transformer")(x, angles, token_info(batch))
+        name="transformer")(x, angles, batch.mask_info())
     x = layers.RMSNorm(cfg.norm_eps, param_dtype=pdtype, name="out_norm")(x)
     return layers.dense(config_lib.PATCH_DIM, ("embed", "patch"), use_bias=False, dtype=dtype,
                         param_dtype=pdtype, name="out_layer")(x)
@@ -187,7 +173,7 @@ class AToken(nn.Module):
   def encode(self, batch: Batch) -> dict[str, jax.Array]:
     """-> features [B,L,C], pooled [B,S,C] (not normalised), mean/logvar [B,L,latent] (f32)."""
     features = self.encoder(batch)
-    pooled = self.head(features, batch["sample_ids"], batch["sample_index"].shape[-1])
+    pooled = self.head(features, batch.sample_ids, batch.sample_index.shape[-1])
     post = bottleneck.Posterior.from_moments(self.proj(features))
     return dict(features=features, pooled=pooled, mean=post.mean, logvar=post.logvar)
 

@@ -15,6 +15,7 @@ import jax
 import ml_collections
 
 from atoken_jax import config as config_lib
+from atoken_jax import packing
 from atoken_jax.model import atoken as atoken_model
 from atoken_jax.text import siglip2_text
 
@@ -29,8 +30,7 @@ class VisionTower(nn.Module):
   def __call__(self, batch):
     features = atoken_model.Encoder(self.cfg, name="encoder")(batch)
     pooled = atoken_model.MAPHead(self.cfg.encoder.num_heads, self.cfg.encoder.mlp_dim,
-                                  self.cfg.norm_eps, name="head")(features, batch["sample_ids"],
-                                                                 1)
+                                  self.cfg.norm_eps, name="head")(features, batch.sample_ids, 1)
     return features, pooled[:, 0]
 
 
@@ -91,7 +91,6 @@ def load(cfg: ml_collections.ConfigDict, model_cfg: config_lib.ModelConfig,
 
 
 def _random_tower(cfg: config_lib.ModelConfig, seed: int):
-  from atoken_jax.tokenizer import dummy_inputs  # pylint: disable=import-outside-toplevel
   variables = jax.jit(VisionTower(cfg).init)(jax.random.PRNGKey(seed + 1),
-                                            dummy_inputs(cfg, 1, 16, 1))
+                                            packing.empty_batch(1, 16, 1))
   return nn.meta.unbox(variables["params"])

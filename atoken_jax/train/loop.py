@@ -19,12 +19,13 @@ import math
 import os
 import signal
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from atoken_jax import batch as batch_lib
 from atoken_jax import sharding as sharding_lib
 from atoken_jax.train import checkpoint as ckpt_lib
 from atoken_jax.train import metrics as metrics_lib
@@ -41,15 +42,16 @@ class Preempted(Exception):
   """A checkpoint of the step in `args[0]` was written because the job is being stopped."""
 
 
-def global_batch(arrays: Mapping[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-  """Process-local rows -> global arrays split over (data, fsdp)."""
-  rows = np.shape(next(iter(arrays.values())))[0] * jax.process_count()
+def global_batch(host, mesh):
+  """A pytree of process-local rows (a `Batch`, or a dict holding one) -> the same tree of
+  global arrays split over (data, fsdp) along the leading axis."""
+  rows = np.shape(jax.tree.leaves(host)[0])[0] * jax.process_count()
   ways = mesh.shape["data"] * mesh.shape["fsdp"]
   if rows % ways:
     raise ValueError(f"a batch of {rows} rows cannot be split over data x fsdp = {ways} "
                      "devices: make the batch a multiple of it")
-  return {k: jax.make_array_from_process_local_data(
-      sharding_lib.batch_sharding(mesh, np.ndim(v)), np.asarray(v)) for k, v in arrays.items()}
+  return jax.tree.map(lambda v: jax.make_array_from_process_local_data(
+      sharding_lib.batch_sharding(mesh, np.ndim(v)), np.asarray(v)), host)
 
 
 def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None):
@@ -96,7 +98,7 @@ class Loop:
                                               keep=cfg.keep, keep_every=cfg.keep_every or None,
                                               async_save=cfg.async_checkpoints)
     self.hooks = list(task.hooks())
-    self.last_batches: dict[str, tuple[dict, dict]] = {}  # micro-task -> (host, device) batch
+    self.last_batches: dict[str, tuple[Any, Any]] = {}  # micro-task -> (host, device) batch
     self.last_report: dict[str, float] = {}
     self.history: list[dict[str, float]] = []
     self._stop = False
@@ -169,11 +171,10 @@ class Loop:
         for _ in range(m.accum):
           t0 = time.perf_counter()
           host = next(self.iterators[m.name])
-          arrays = self.task.device_inputs(m, host)
           timer.data(time.perf_counter() - t0)
           work.add(self.task.work(m, host))
           rng = jax.random.fold_in(jax.random.fold_in(state.rng, step), micro)
-          device_batch = global_batch(arrays, self.mesh)
+          device_batch = global_batch(batch_lib.for_device(host), self.mesh)
           grads, task_metrics[m.name] = self.fns.micro(
               grads, task_metrics.get(m.name), state.params, self.frozen, device_batch, rng,
               m.key)

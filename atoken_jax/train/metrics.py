@@ -11,6 +11,7 @@ import numpy as np
 
 from atoken_jax import attention_blocks
 from atoken_jax import config as config_lib
+from atoken_jax.batch import Batch
 from atoken_jax.model import attention
 
 log = logging.getLogger(__name__)
@@ -33,17 +34,18 @@ def peak_flops_per_device(override: float = 0.0) -> float | None:
   return None
 
 
-def batch_stats(batch: Mapping[str, np.ndarray], attention_impl: str = "auto") -> dict:
+def batch_stats(batch: Batch, attention_impl: str = "auto") -> dict:
   """Host-side counts of a packed batch, read from arrays already on the host (no device round
   trip): real tokens, the query-key pairs attention needs (sum over attention groups of n^2;
   FLOPs and MFU count these) and the pairs one attention layer computes with `attention_impl`
   (the block table's visited blocks, else every pair of the row)."""
-  seg = np.asarray(batch["segment_ids"])
+  seg = np.asarray(batch.segment_ids)
   needed = attention_blocks.pairs_needed(seg)
   computed = int(seg.shape[0]) * int(seg.shape[1]) ** 2
   impl = attention.resolve_impl(attention_impl)
-  if impl == "block_sparse" and all(k in batch for k in attention_blocks.TABLE_KEYS):
-    computed = attention_blocks.pairs_computed(batch, seg.shape[1])
+  if impl == "block_sparse" and batch.attn_pairs is not None:
+    table = {k: getattr(batch, k) for k in attention_blocks.TABLE_KEYS}
+    computed = attention_blocks.pairs_computed(table, seg.shape[1])
   elif impl == "splash":  # every block holding an allowed pair, in splash's 512 (or 128) blocks
     block = 512 if seg.shape[1] % 512 == 0 else 128
     table = attention_blocks.block_table(seg, block)

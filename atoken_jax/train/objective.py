@@ -173,27 +173,30 @@ class _BatchTerms:
   def __init__(self, nets, loss_cfg, params, frozen, batch, out):
     self.nets, self.cfg, self.params, self.frozen = nets, loss_cfg, params, frozen
     self.batch, self.out = batch, out
-    self.b, self.s = batch["sample_index"].shape
-    self.token_mask = batch["sample_ids"] > 0
-    self.modality_tok = per_token(batch["modality"], batch["sample_ids"])
+    self.b, self.s = batch.sample_index.shape
+    self.token_mask = batch.sample_ids > 0
+    self.modality_tok = per_token(batch.modality, batch.sample_ids)
 
   @functools.cached_property
   def rec_mask(self) -> jax.Array:
     """[B, L] tokens of reconstruction slots."""
-    task_tok = per_token(self.batch["task"], self.batch["sample_ids"])
+    task_tok = per_token(self.batch.task, self.batch.sample_ids)
     return self.token_mask & (task_tok == RECONSTRUCTION)
 
   def _images(self, patches: jax.Array) -> jax.Array:
     """[B, L, 3072] -> every slot's frame 0 resized: [B*S, size, size, 3]."""
     batch, size = self.batch, self.cfg.perceptual_size
-    slots = perceptual_inputs.slot_images(patches, batch["coords"], batch["sample_ids"], self.s,
+    if batch.image_rows is None:
+      raise ValueError("the batch carries no perceptual resize weights: its data config needs "
+                       "perceptual.size / max_side (`perceptual_inputs.data_canvas`)")
+    slots = perceptual_inputs.slot_images(patches, batch.coords, batch.sample_ids, self.s,
                                           self.nets.max_grid)
-    resized = perceptual_inputs.resize(slots, batch["image_rows"], batch["image_cols"])
+    resized = perceptual_inputs.resize(slots, batch.image_rows, batch.image_cols)
     return resized.reshape(self.b * self.s, size, size, 3)
 
   @functools.cached_property
   def target_images(self) -> jax.Array:
-    return jax.lax.stop_gradient(self._images(self.batch["patches"]))
+    return jax.lax.stop_gradient(self._images(self.batch.patches))
 
   @functools.cached_property
   def recon_images(self) -> jax.Array:
@@ -202,8 +205,8 @@ class _BatchTerms:
   @functools.cached_property
   def rec_images_valid(self) -> jax.Array:
     """[B*S] image slots of reconstruction tasks."""
-    return (self.batch["image_valid"].reshape(-1)
-            & (self.batch["task"].reshape(-1) == RECONSTRUCTION))
+    return (self.batch.image_valid.reshape(-1)
+            & (self.batch.task.reshape(-1) == RECONSTRUCTION))
 
   @functools.cached_property
   def teacher_on_target(self) -> tuple[jax.Array, jax.Array]:
@@ -216,26 +219,26 @@ class _BatchTerms:
   def text(self) -> jax.Array:
     """[B*S, D] frozen text embeddings of the slots' captions."""
     batch, n = self.batch, self.b * self.s
-    if "text_embedding" in batch:
-      text = batch["text_embedding"].reshape(n, -1).astype(jnp.float32)
+    if batch.text_embedding is not None:
+      text = batch.text_embedding.reshape(n, -1).astype(jnp.float32)
     else:
       text = siglip2_text.encode_texts(self.nets.spec.text, self.frozen["text"],
-                                       batch["text_ids"].reshape(n, -1))
+                                       batch.text_ids.reshape(n, -1))
     return jax.lax.stop_gradient(text)
 
   @functools.cached_property
   def understanding_slots(self) -> tuple[jax.Array, jax.Array]:
     """([B*S] captioned understanding slots, [B*S] their modality)."""
     batch = self.batch
-    und = (batch["sample_index"] >= 0) & (batch["task"] == UNDERSTANDING) & batch["has_text"]
-    return und.reshape(-1), batch["modality"].reshape(-1)
+    und = (batch.sample_index >= 0) & (batch.task == UNDERSTANDING) & batch.has_text
+    return und.reshape(-1), batch.modality.reshape(-1)
 
   @functools.cached_property
   def student(self) -> jax.Array:
     return self.out["pooled"].reshape(self.b * self.s, -1).astype(jnp.float32)
 
   def l1(self):
-    return l1_loss(self.out["reconstruction"], self.batch["patches"], self.rec_mask,
+    return l1_loss(self.out["reconstruction"], self.batch.patches, self.rec_mask,
                    self.modality_tok)
 
   def kl(self):
@@ -298,9 +301,10 @@ def make_loss_fn(model_cfg: config_lib.ModelConfig, loss_cfg, spec: frozen_lib.F
   """-> loss_fn(params, frozen, batch, rng, kind: TaskKind) -> (loss, metrics).
 
   params: {"model": ..., "siglip": {"logit_scale", "logit_bias"}}; frozen: the frozen networks'
-  params (`frozen.load`); batch: model inputs plus per-slot `modality`, `task` [B, S],
-  `text_ids` [B, S, T] / `text_embedding` [B, S, D], `has_text` [B, S], and for image tasks
-  `image_rows`, `image_cols`, `image_valid` (`perceptual_inputs.resize_weights`).
+  params (`frozen.load`); batch: an `atoken_jax.batch.Batch` (`for_device`) whose loss fields
+  are set: `modality`, `task`, `text_ids` (or `text_embedding`), `has_text`, and for image
+  tasks with a perceptual term or the teacher the resize weights `image_rows`, `image_cols`,
+  `image_valid` (built by the data pipeline, `perceptual_inputs.data_canvas`).
   metrics: every active term by name, the groups `rec` / `sem`, `loss`, `tokens` and (for
   reconstruction) `rec_tokens`.
   """

@@ -3,45 +3,41 @@
 Perceptual losses (LPIPS, Gram, CLIP) and the teacher see each image slot as one picture resized
 to `size` x `size` (paper §4: 224). Images of different sizes share a static canvas of
 `max_grid` x `max_grid` patches; the resize of each slot's real region is a pair of matrices
-computed on the host from the slot's shape (antialiased bilinear, as the position table), so
-the step itself stays static.
+that the data pipeline puts in the batch (`atoken_jax.perceptual_canvas`; `data_canvas` tells
+it the canvas), so the step itself stays static.
 """
 from __future__ import annotations
 
-from typing import Mapping
-
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from atoken_jax import config as config_lib
-from atoken_jax.pos_interp import antialiased_bilinear_weights, position_weights
-from atoken_jax.tokens import MODALITY_IDS
-
-IMAGE = MODALITY_IDS["image"]
+from atoken_jax.batch import Batch
+from atoken_jax.pos_interp import position_weights
 
 P = config_lib.PATCH_HW
 
 
-def resize_weights(batch: Mapping[str, np.ndarray], size: int, max_grid: int) -> dict:
-  """Host side. -> image_rows [B,S,size,max_grid*16], image_cols (same), image_valid [B,S]
-  for every image slot of the batch (zeros elsewhere)."""
-  sample_index, modality = batch["sample_index"], batch["modality"]
-  b, s = sample_index.shape
-  canvas = max_grid * P
-  rows = np.zeros((b, s, size, canvas), np.float32)
-  cols = np.zeros((b, s, size, canvas), np.float32)
-  valid = np.zeros((b, s), bool)
-  for r, k in zip(*np.nonzero((sample_index >= 0) & (modality == IMAGE))):
-    xy = batch["coords"][r][batch["sample_ids"][r] == k + 1][:, 1:3]
-    h, w = (xy.max(0) + 1) * P
-    if max(h, w) > canvas:
-      raise ValueError(f"an image of {h}x{w} px exceeds the perceptual canvas of {canvas} px; "
-                       "raise config.loss.perceptual_max_side")
-    rows[r, k, :, :h] = antialiased_bilinear_weights(int(h), size)
-    cols[r, k, :, :w] = antialiased_bilinear_weights(int(w), size)
-    valid[r, k] = True
-  return {"image_rows": rows, "image_cols": cols, "image_valid": valid}
+def needs_canvas(loss_cfg) -> bool:
+  """Whether image batches need resize weights: a perceptual term (LPIPS, Gram) or the SigLIP2
+  teacher (CLIP-perceptual, distillation) is on (the networks `frozen.load` loads)."""
+  return loss_cfg.lpips > 0 or loss_cfg.gram > 0 or loss_cfg.clip > 0 or loss_cfg.sem > 0
+
+
+def data_canvas(loss_cfg, data_cfg: ml_collections.ConfigDict,
+                modality: str) -> ml_collections.ConfigDict:
+  """The data config of a task of `modality` with `perceptual.size` / `.max_side` set from the
+  loss config when the objective needs the resize weights of its images (else `data_cfg`
+  itself); the data pipeline then builds them into every batch (`perceptual_canvas`)."""
+  if modality != "image" or not needs_canvas(loss_cfg):
+    return data_cfg
+  out = data_cfg.copy_and_resolve_references()
+  with out.unlocked():
+    out.perceptual = ml_collections.ConfigDict(dict(
+        size=int(loss_cfg.perceptual_size), max_side=int(loss_cfg.perceptual_max_side)))
+  return out
 
 
 def slot_images(patches: jax.Array, coords: jax.Array, sample_ids: jax.Array, num_slots: int,
@@ -65,7 +61,7 @@ def resize(images: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
   return jnp.einsum("bspw,bsowc->bsopc", cols, tmp)
 
 
-def teacher_inputs(images: jax.Array) -> dict[str, jax.Array]:
+def teacher_inputs(images: jax.Array) -> Batch:
   """[N, size, size, 3] -> a packed batch (one image per row) for a SigLIP2-shaped encoder."""
   n, size = images.shape[0], images.shape[1]
   g = size // P
@@ -76,6 +72,6 @@ def teacher_inputs(images: jax.Array) -> dict[str, jax.Array]:
   row_w, col_w = position_weights(coords.astype(np.int32))
   tile = lambda a: jnp.broadcast_to(jnp.asarray(a), (n,) + a.shape)
   ones = jnp.ones((n, g * g), jnp.int32)
-  return dict(patches=patches, coords=tile(coords.astype(np.int32)), segment_ids=ones,
-              sample_ids=ones, tile_index=0 * ones, pos_row_weights=tile(row_w),
-              pos_col_weights=tile(col_w), sample_index=jnp.zeros((n, 1), jnp.int32))
+  return Batch(patches=patches, coords=tile(coords.astype(np.int32)), segment_ids=ones,
+               sample_ids=ones, tile_index=0 * ones, pos_row_weights=tile(row_w),
+               pos_col_weights=tile(col_w), sample_index=jnp.zeros((n, 1), jnp.int32))

@@ -88,11 +88,13 @@ class StepFns:
         in_shardings=(state_shardings, self.param_shardings, self.replicated),
         out_shardings=(state_shardings, self.replicated), donate_argnums=(0,))
 
-  def micro(self, grads_acc, metrics_acc, params, frozen, batch: dict, rng, terms):
-    """The first call of a step passes metrics_acc=None."""
-    key = (metrics_acc is None, terms) + tuple(sorted((k, v.shape) for k, v in batch.items()))
+  def micro(self, grads_acc, metrics_acc, params, frozen, batch, rng, terms):
+    """The first call of a step passes metrics_acc=None. `batch`: a pytree of batch-sharded
+    arrays (a `Batch`, or a dict holding one)."""
+    leaves, treedef = jax.tree.flatten(batch)
+    key = (metrics_acc is None, terms, treedef) + tuple(v.shape for v in leaves)
     if key not in self._micro:
-      batch_sh = {k: self._batch_sharding(v.ndim) for k, v in batch.items()}
+      batch_sh = jax.tree.map(lambda v: self._batch_sharding(v.ndim), batch)
       self._micro[key] = jax.jit(
           lambda g, m, p, f, b, r: micro_step(self._loss_fn, terms, g, m, p, f, b, r),
           in_shardings=(self.param_shardings, None if metrics_acc is None else self.replicated,

@@ -7,9 +7,10 @@ trained and on what:
   frozen(mesh)          -> (frozen inputs, their shardings): perceptual nets, teachers, constants
   params_init(rng)      -> the boxed parameter tree (logical axes for sharding)
   loss_fn()             -> loss_fn(params, frozen, batch, rng, key) -> (loss, metrics)
-  iterators()           -> {name: iterator of process-local host batches (get/set_state)}
+  iterators()           -> {name: iterator of process-local host batches (get/set_state)}: an
+                           `atoken_jax.batch.Batch`, or a pytree holding one; the loop sends
+                           `batch.for_device(b)` (no host-only fields) to the step
   schedule()            -> [MicroTask]: which iterator, how many micro-batches, static loss key
-  device_inputs(m, b)   -> the arrays of host batch `b` that go to the device for micro-task m
   work(m, b)            -> Work of one micro-batch (tokens, model FLOPs, attention pairs)
   initialize(loop, s)   -> a fresh run's state s initialised from elsewhere (previous stage...)
   hooks()               -> [Hook]: pictures, evaluation, end-of-run reports
@@ -24,7 +25,6 @@ import dataclasses
 from typing import Any, Callable, Hashable, Mapping, Protocol
 
 import ml_collections
-import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +66,6 @@ class Task(Protocol):
   def loss_fn(self) -> Callable: ...
   def iterators(self) -> Mapping[str, Any]: ...
   def schedule(self) -> list[MicroTask]: ...
-  def device_inputs(self, micro: MicroTask, host: Mapping[str, np.ndarray]) -> dict: ...
-  def work(self, micro: MicroTask, host: Mapping[str, np.ndarray]) -> Work: ...
+  def work(self, micro: MicroTask, host: Any) -> Work: ...
   def initialize(self, loop, state) -> Any: ...
   def hooks(self) -> list[Hook]: ...

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from atoken_jax import config as config_lib
+from atoken_jax import packing
 from atoken_jax.model import atoken as atoken_model
-from atoken_jax.tokenizer import dummy_inputs
 from atoken_jax.train import state as state_lib
 
 
@@ -32,7 +32,7 @@ def params_init_fn(cfg: ml_collections.ConfigDict,
                    model_cfg: config_lib.ModelConfig) -> Callable[[jax.Array], Any]:
   """rng -> the boxed parameters of a fresh tokenizer run."""
   model = atoken_model.AToken(model_cfg)
-  dummy = dummy_inputs(model_cfg, 1, 16, 1)
+  dummy = packing.empty_batch(1, 16, 1)
 
   def params_init(rng):
     return {"model": model.init({"params": rng}, dummy, "mean")["params"],

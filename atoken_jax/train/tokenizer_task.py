@@ -18,10 +18,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from atoken_jax import config as config_lib
 from atoken_jax import config_files
 from atoken_jax import sharding as sharding_lib
 from atoken_jax import tokens as tokens_lib
+from atoken_jax.batch import Batch
 from atoken_jax.model import atoken as atoken_model
 from atoken_jax.train import config_check
 from atoken_jax.train import frozen as frozen_lib
@@ -34,11 +34,6 @@ from atoken_jax.train.tokenizer_state import model_config_from, params_init_fn
 from atoken_jax.train.task import Hook, MicroTask, Work
 
 log = logging.getLogger("atoken.train")
-
-DEVICE_KEYS = atoken_model.INPUT_KEYS + ("modality", "task", "text_ids", "has_text",
-                                         "text_embedding", "image_rows", "image_cols",
-                                         "image_valid")
-
 
 def task_schedule(cfg: ml_collections.ConfigDict) -> list[MicroTask]:
   """One micro-task per data task with accum_steps > 0, in config order.
@@ -53,6 +48,19 @@ def task_schedule(cfg: ml_collections.ConfigDict) -> list[MicroTask]:
     kind = objective.TaskKind(*data_config.task_kind(name, t))
     out.append(MicroTask(name, int(t.accum_steps), kind,
                          shows_pictures=kind == objective.TaskKind("image", "reconstruction")))
+  return out
+
+
+def with_perceptual_canvas(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The config with each scheduled task's data config told the perceptual canvas when its
+  objective needs resize weights (`perceptual_inputs.data_canvas`): the data pipeline builds
+  them into its batches."""
+  out = cfg.copy_and_resolve_references()
+  for micro in task_schedule(cfg):
+    task = out.tasks[micro.name]
+    with task.unlocked():
+      task.data = perceptual_inputs.data_canvas(
+          cfg.loss, task.get("data") or ml_collections.ConfigDict(), micro.key.modality)
   return out
 
 
@@ -92,20 +100,12 @@ class TokenizerTask:
     return objective.make_loss_fn(self.model_cfg, self.cfg.loss, self._frozen_spec)
 
   def iterators(self):
-    return self._make_iterators(self.cfg)
+    return self._make_iterators(with_perceptual_canvas(self.cfg))
 
   def schedule(self):
     return task_schedule(self.cfg)
 
-  def device_inputs(self, micro: MicroTask, host: Mapping[str, np.ndarray]) -> dict:
-    """The model's inputs plus what the loss needs that depends only on sample shapes."""
-    spec, loss = self._frozen_spec, self.cfg.loss
-    if micro.key.modality == "image" and (spec.lpips_net or spec.teacher is not None):
-      host = {**host, **perceptual_inputs.resize_weights(
-          host, loss.perceptual_size, loss.perceptual_max_side // config_lib.PATCH_HW)}
-    return {k: v for k, v in host.items() if k in DEVICE_KEYS}
-
-  def work(self, micro: MicroTask, host: Mapping[str, np.ndarray]) -> Work:
+  def work(self, micro: MicroTask, host: Batch) -> Work:
     del micro
     st = metrics_lib.batch_stats(host, self.model_cfg.attention_impl)
     return Work(tokens=st["tokens"], pairs_needed=st["attn_pairs"],
@@ -163,14 +163,14 @@ class TokenizerTask:
       self._reconstruct = jax.jit(
           lambda p, b: model.apply({"params": p}, b, "mean")["reconstruction"][0],
           out_shardings=replicated)
-    inputs = {k: device_batch[k] for k in atoken_model.INPUT_KEYS}
-    rec = sharding_lib.to_host(self._reconstruct(state.params["model"], inputs))
-    mask = host["sample_ids"][0] == 1
+    rec = sharding_lib.to_host(self._reconstruct(state.params["model"],
+                                                 device_batch.for_model()))
+    mask = host.sample_ids[0] == 1
     if jax.process_index() != 0 or not mask.any():
       return
-    coords = host["coords"][0][mask]
+    coords = host.coords[0][mask]
     grid = (1, int(coords[:, 1].max()) + 1, int(coords[:, 2].max()) + 1)
-    seq = tokens_lib.TokenSeq(host["patches"][0][mask], coords, "image", 1, grid)
+    seq = tokens_lib.TokenSeq(host.patches[0][mask], coords, "image", 1, grid)
     pair = [tokens_lib.tokens_to_pixels(x, seq) for x in (seq.patches, rec[mask])]
     loop.writer.image(step, "reconstruction/image_recon",
                       (np.concatenate(pair, 1) + 1.0) / 2.0)
