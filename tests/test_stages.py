@@ -8,6 +8,7 @@ import numpy as np
 import atoken_jax as aj
 from atoken_jax.train import loop as loop_lib
 from atoken_jax.train import tokenizer_task
+from atoken_jax.train.tokenizer_state import model_config_from
 from experiments import common
 from tests import synthetic_data
 
@@ -42,8 +43,8 @@ def test_latent_expansion_keeps_the_reconstruction_and_trains(tmp_path):
   assert not dk[32:].any()
   # same images -> same posterior means on the old channels, same reconstruction
   img = np.tanh(np.random.default_rng(0).normal(size=(32, 48, 3))).astype(np.float32)
-  tok1 = aj.Tokenizer(aj.model_config("tiny", latent_dim=32), old)
-  tok2 = aj.Tokenizer(aj.model_config("tiny", latent_dim=48), new)
+  tok1 = aj.Tokenizer(model_config_from(_cfg(2, 32)), old)
+  tok2 = aj.Tokenizer(model_config_from(_cfg(4, 48)), new)
   e1, e2 = tok1.encode([img]), tok2.encode([img])
   np.testing.assert_allclose(e2[0].mean[:, :32], e1[0].mean, atol=1e-6)
   np.testing.assert_allclose(tok2.decode(e2)[0], tok1.decode(e1)[0], atol=1e-5)
