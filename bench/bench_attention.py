@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
@@ -39,6 +38,7 @@ import jax.numpy as jnp  # noqa: E402
 from atoken_jax import attention_blocks  # noqa: E402
 from atoken_jax.model import attention as attention_lib  # noqa: E402
 from atoken_jax.model import atoken as atoken_model  # noqa: E402
+from bench import machine  # noqa: E402
 from bench.bench_data import _PaperLengths, _fake_seq  # noqa: E402
 from data_pipelines import default_task_config, transforms  # noqa: E402
 from data_pipelines.config import STAGE_RATIOS  # noqa: E402
@@ -169,9 +169,7 @@ def main() -> None:
   parser.add_argument("--skip-ratios", action="store_true")
   parser.add_argument("--skip-timing", action="store_true")
   args = parser.parse_args()
-  print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, jax {jax.__version__} ({jax.default_backend()}), "
-        f"load average at start {os.getloadavg()[0]:.1f}")
+  print(machine.describe(f"jax {jax.__version__} ({jax.default_backend()})"))
   if not args.skip_ratios:
     print("\nAttention pairs computed / pairs needed (paper batch shapes, tasks by ratio):")
     print("| stage | dense or chunked | block-sparse, 128 | 256 | 512 | table shapes (128) |")

@@ -29,6 +29,7 @@ import grain  # noqa: E402
 
 from atoken_jax.config import PATCH_DIM  # noqa: E402
 from atoken_jax.tokens import TokenSeq, grid_coords  # noqa: E402
+from bench import machine  # noqa: E402
 from data_pipelines import (  # noqa: E402
   build_task_iterator,
   default_task_config,
@@ -135,9 +136,7 @@ def main() -> None:
   parser.add_argument("--skip-efficiency", action="store_true")
   parser.add_argument("--skip-throughput", action="store_true")
   args = parser.parse_args()
-  print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"load average at start {os.getloadavg()[0]:.1f}")
+  print(machine.describe(f"Python {platform.python_version()}"))
   if not args.skip_throughput:
     print("\n| modality | workers | samples/s | real tokens/s | packing eff. | batch [B, L] |")
     print("|---|---|---|---|---|---|")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -37,6 +36,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench import machine  # noqa: E402
 
 PHOTOS = (("astronaut", (256, 256)), ("coffee", (160, 240)), ("chelsea", (144, 224)),
           ("rocket", (128, 192)))
@@ -288,9 +289,9 @@ def main(argv=None) -> int:
   import torch  # pylint: disable=import-outside-toplevel
 
   import atoken_jax as aj  # pylint: disable=import-outside-toplevel
-  print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, jax {jax.__version__} "
-        f"({jax.devices()[0].platform}), torch {torch.__version__} ({torch.get_num_threads()} "
-        f"threads), load average at start {os.getloadavg()[0]:.1f}", flush=True)
+  print(machine.describe(f"jax {jax.__version__} ({jax.devices()[0].platform})",
+                         f"torch {torch.__version__} ({torch.get_num_threads()} threads)"),
+        flush=True)
   tok = aj.Tokenizer.init_random(a.preset, seed=0)
   print(f"\n{a.preset} preset, float32 (rows print as they finish)")
   print("| what | real tokens | ours tokens/s | ml-atoken tokens/s | ours / theirs | max |Δ| |")

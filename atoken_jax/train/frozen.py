@@ -54,13 +54,23 @@ def _need(cfg: ml_collections.ConfigDict, name: str, path: str, what: str) -> bo
                    "weight is non-zero)")
 
 
+def uses_lpips(loss) -> bool:
+  """Whether the loss weights switch on the LPIPS network (LPIPS or Gram)."""
+  return loss.lpips > 0 or loss.gram > 0
+
+
+def uses_teacher(loss) -> bool:
+  """Whether the loss weights switch on the SigLIP2 teacher (CLIP-perceptual, distillation)."""
+  return loss.clip > 0 or loss.sem > 0
+
+
 def load(cfg: ml_collections.ConfigDict, model_cfg: config_lib.ModelConfig,
          seed: int = 0) -> tuple[FrozenSpec, dict[str, Any]]:
   """-> (spec, params) for the frozen networks the loss weights switch on."""
   loss = cfg.loss
   params: dict[str, Any] = {}
   lpips_net = None
-  if loss.lpips > 0 or loss.gram > 0:
+  if uses_lpips(loss):
     from atoken_jax import perceptual  # pylint: disable=import-outside-toplevel
     lpips_net = loss.lpips_net
     if _need(cfg, "lpips_weights", loss.lpips_weights, f"LPIPS-{lpips_net} network"):
@@ -68,7 +78,7 @@ def load(cfg: ml_collections.ConfigDict, model_cfg: config_lib.ModelConfig,
     else:
       params["lpips"] = perceptual.random_lpips_params(lpips_net, seed)
   teacher = None
-  if loss.clip > 0 or loss.sem > 0:
+  if uses_teacher(loss):
     from atoken_jax.interop import siglip2  # pylint: disable=import-outside-toplevel
     if _need(cfg, "teacher", loss.teacher, "SigLIP2 vision teacher"):
       vision, heads = siglip2.read_siglip2(loss.teacher)

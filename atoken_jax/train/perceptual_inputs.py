@@ -16,6 +16,7 @@ import numpy as np
 from atoken_jax import config as config_lib
 from atoken_jax.batch import Batch
 from atoken_jax.pos_interp import position_weights
+from atoken_jax.train import frozen
 
 P = config_lib.PATCH_HW
 
@@ -23,7 +24,7 @@ P = config_lib.PATCH_HW
 def needs_canvas(loss_cfg) -> bool:
   """Whether image batches need resize weights: a perceptual term (LPIPS, Gram) or the SigLIP2
   teacher (CLIP-perceptual, distillation) is on (the networks `frozen.load` loads)."""
-  return loss_cfg.lpips > 0 or loss_cfg.gram > 0 or loss_cfg.clip > 0 or loss_cfg.sem > 0
+  return frozen.uses_lpips(loss_cfg) or frozen.uses_teacher(loss_cfg)
 
 
 def data_canvas(loss_cfg, data_cfg: ml_collections.ConfigDict,
