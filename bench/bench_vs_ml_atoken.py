@@ -22,6 +22,11 @@ Train step: rows of 16 and of 64 images of 128^2 (1,024 and 4,096 tokens), L1 + 
 float32. Ours: `bench_train_step.measure` (the real trainer's step, the preset's remat policy
 unless --remat says otherwise: "dots" recomputes what the PyTorch loop keeps). Theirs:
 a plain PyTorch loop (autograd, AdamW, grad-norm clip 1.0) around their `AutoencoderKL`.
+
+The physical limit: each row's analytic FLOPs (`ModelConfig.flops_per_token`, 3x forward for
+a train step) at this machine's float32 matmul rate, measured in the same run (the model's MLP
+matmuls, the faster of XLA and torch). Ours / theirs can exceed 1 only by the share of that
+limit their code leaves unused.
 """
 from __future__ import annotations
 
@@ -166,6 +171,38 @@ def export_weights(tok, folder: str) -> tuple[str, str]:
   return weights, cfg_path
 
 
+# --------------------------------------------------------------------------- the machine's limit
+
+
+def gemm_rate(width: int, mlp_dim: int, rows: int, repeats: int = 5) -> dict[str, float]:
+  """float32 FLOP/s of the model's MLP matmuls ([rows, width] x [width, mlp_dim] and back) on
+  this machine, best of `repeats`, for XLA and for torch: the physical limit both sides share."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  shapes = ((rows, width, mlp_dim), (rows, mlp_dim, width))
+  ab = [(rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32))
+        for m, k, n in shapes]
+  flops = sum(2 * m * k * n for m, k, n in shapes)
+  dot = jax.jit(lambda x, y: x @ y)
+  on_xla = [(jax.device_put(a), jax.device_put(b)) for a, b in ab]
+  on_torch = [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in ab]
+  xla = _best(lambda: [dot(a, b).block_until_ready() for a, b in on_xla], repeats)
+  with torch.no_grad():
+    tt = _best(lambda: [a @ b for a, b in on_torch], repeats)
+  return {"xla": flops / xla, "torch": flops / tt}
+
+
+def inference_flops(cfg, inputs) -> float:
+  """Encode + decode forward FLOPs of `inputs`, each sample attending within itself."""
+  from atoken_jax import tokens  # pylint: disable=import-outside-toplevel
+  total = 0.0
+  for x in inputs:
+    n = len(tokens.to_tokens(x))
+    total += n * cfg.flops_per_token(seq_len=n)
+  return total
+
+
 # --------------------------------------------------------------------------- inference
 
 
@@ -207,7 +244,8 @@ def inference(tok, mla, weights, cfg_path, inputs, repeats: int, device: str = "
     t_ours = _best(lambda c=calls: [ours(xs) for xs in c], repeats)
     t_theirs = _best(lambda c=calls: [theirs(xs) for xs in c], repeats)
     rows.append(dict(what=f"encode+decode, {mode}", tokens=n_tokens, ours=n_tokens / t_ours,
-                     theirs=n_tokens / t_theirs, diff=diff))
+                     theirs=n_tokens / t_theirs, diff=diff,
+                     flops=inference_flops(tok.cfg, inputs)))
   return rows
 
 
@@ -251,6 +289,8 @@ def _their_train_rate(mla, weights, cfg_path, batch, steps: int, kl_weight: floa
 def train(preset: str, mla, weights, cfg_path, steps: int, images_per_row: tuple[int, ...],
           device: str = "cpu", remat: str | None = None) -> list[dict]:
   import bench_train_step  # pylint: disable=import-outside-toplevel
+  from atoken_jax import attention_blocks  # pylint: disable=import-outside-toplevel
+  from atoken_jax.train import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
   from experiments import stage1_image  # pylint: disable=import-outside-toplevel
   loss = stage1_image.get_config(preset).loss
   rows = []
@@ -261,7 +301,10 @@ def train(preset: str, mla, weights, cfg_path, steps: int, images_per_row: tuple
                                float(loss.rec) * float(loss.l1), device)
     rows.append(dict(what=f"train step, {per_row} x 128^2 images in one row (remat "
                           f"{r['model_cfg'].remat})", tokens=r["tokens"], ours=r["tokens_s"],
-                     theirs=theirs, diff=None))
+                     theirs=theirs, diff=None,
+                     flops=metrics_lib.train_flops(r["model_cfg"], r["tokens"],
+                                                   attention_blocks.pairs_needed(
+                                                       batch.segment_ids))))
   return rows
 
 
@@ -293,15 +336,25 @@ def main(argv=None) -> int:
                          f"torch {torch.__version__} ({torch.get_num_threads()} threads)"),
         flush=True)
   tok = aj.Tokenizer.init_random(a.preset, seed=0)
+  trunk = tok.cfg.encoder
+  rate = gemm_rate(trunk.width, trunk.mlp_dim, 1024)
+  limit = max(rate.values())
+  print(f"float32 matmul ([1024, {trunk.width}] x [{trunk.width}, {trunk.mlp_dim}] and back): "
+        f"XLA {rate['xla'] / 1e9:.0f} GFLOP/s, torch {rate['torch'] / 1e9:.0f} GFLOP/s. "
+        "'limit' = the rows' analytic FLOPs at the faster of the two: no code on this machine "
+        "runs them faster, so limit / theirs bounds ours / theirs.")
   print(f"\n{a.preset} preset, float32 (rows print as they finish)")
-  print("| what | real tokens | ours tokens/s | ml-atoken tokens/s | ours / theirs | max |Δ| |")
-  print("|---|---|---|---|---|---|", flush=True)
+  print("| what | real tokens | ours tokens/s | ml-atoken tokens/s | ours / theirs | "
+        "limit tokens/s | ours, theirs % of limit | max |Δ| |")
+  print("|---|---|---|---|---|---|---|---|", flush=True)
 
   def show(rows):
     for r in rows:
       diff = "" if r["diff"] is None else f"{r['diff']:.1e}"
+      at_limit = r["tokens"] / (r["flops"] / limit)
       print(f"| {r['what']} | {r['tokens']:,} | {r['ours']:,.0f} | {r['theirs']:,.0f} | "
-            f"{r['ours'] / r['theirs']:.2f} | {diff} |", flush=True)
+            f"{r['ours'] / r['theirs']:.2f} | {at_limit:,.0f} | {r['ours'] / at_limit:.0%}, "
+            f"{r['theirs'] / at_limit:.0%} | {diff} |", flush=True)
 
   with tempfile.TemporaryDirectory() as tmp:
     weights, cfg_path = export_weights(tok, tmp)
