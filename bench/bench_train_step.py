@@ -84,55 +84,74 @@ def set_attention(model_cfg: ml_collections.ConfigDict, impl: str) -> None:
   model_cfg.attention_impl = impl
 
 
-def measure(preset: str, batch: dict[str, np.ndarray], *, steps: int = 10, dtype="bfloat16",
+class Step:
+  """The real trainer's step on one fixed batch, split into its two jitted halves."""
+
+  def __init__(self, preset: str, batch: Batch, *, dtype="bfloat16", fsdp: int = -1,
+               remat: str | None = None, attention: str | None = None,
+               scan_layers: bool | None = None):
+    cfg = stage1_image.get_config(preset)
+    cfg.model.dtype = dtype
+    if remat is not None:
+      cfg.model.remat = remat
+    if scan_layers is not None:
+      cfg.model.scan_layers = scan_layers
+    if attention:
+      set_attention(cfg.model, attention)
+    cfg.loss.update(lpips=0.0, gram=0.0, clip=0.0, sem=0.0)
+    cfg.tasks = ml_collections.ConfigDict({"image_recon": {"accum_steps": 1}})
+    cfg.mesh.data, cfg.mesh.fsdp = 1, fsdp
+    cfg.total_steps, cfg.log_every, cfg.ckpt_every = 10 ** 6, 10 ** 6, 10 ** 6
+    self.cfg, self.host = cfg, batch
+    data = _Repeat(batch)
+    self.task = tokenizer_task.TokenizerTask(cfg, lambda c: {"image_recon": data})
+    self.loop = loop_lib.Loop(self.task, tempfile.mkdtemp())
+    self.state = self.loop.template.init_sharded()
+    self.terms = self.loop.schedule[0].key
+    self.device_batch = loop_lib.global_batch(batch_lib.for_device(batch), self.loop.mesh)
+
+  def grads(self):
+    """One micro-batch's gradients (forward + backward)."""
+    fns = self.loop.fns
+    return fns.micro(fns.zeros(), None, self.state.params, self.loop.frozen, self.device_batch,
+                     jax.random.PRNGKey(0), self.terms)[0]
+
+  def update(self, grads):
+    """Applies `grads` (the optimiser update; the state is donated and replaced)."""
+    self.state, stats = self.loop.fns.update(self.state, grads, jnp.float32(1))
+    return stats
+
+  def __call__(self):
+    return self.update(self.grads())
+
+  def flops(self) -> float:
+    st = metrics_lib.batch_stats(self.host)
+    return metrics_lib.train_flops(self.task.model_cfg, st["tokens"], st["attn_pairs"])
+
+
+def measure(preset: str, batch: Batch, *, steps: int = 10, dtype="bfloat16",
             fsdp: int = -1, remat: str | None = None, attention: str | None = None,
             scan_layers: bool | None = None) -> dict:
   """Compiles and times `steps` train steps on `batch`; returns tokens, seconds and rates."""
-  cfg = stage1_image.get_config(preset)
-  cfg.model.dtype = dtype
-  if remat is not None:
-    cfg.model.remat = remat
-  if scan_layers is not None:
-    cfg.model.scan_layers = scan_layers
-  if attention:
-    set_attention(cfg.model, attention)
-  cfg.loss.update(lpips=0.0, gram=0.0, clip=0.0, sem=0.0)
-  cfg.tasks = ml_collections.ConfigDict({"image_recon": {"accum_steps": 1}})
-  cfg.mesh.data, cfg.mesh.fsdp = 1, fsdp
-  cfg.total_steps, cfg.log_every, cfg.ckpt_every = 10 ** 6, 10 ** 6, 10 ** 6
-  data = _Repeat(batch)
-  task = tokenizer_task.TokenizerTask(cfg, lambda c: {"image_recon": data})
-  t = loop_lib.Loop(task, tempfile.mkdtemp())
-  state = t.template.init_sharded()
-  micro = t.schedule[0]
-  terms = micro.key
-  host = next(data)
-  device_batch = loop_lib.global_batch(batch_lib.for_device(host), t.mesh)
-
-  def one_step(state):
-    grads, _ = t.fns.micro(t.fns.zeros(), None, state.params, t.frozen, device_batch,
-                           jax.random.PRNGKey(0), terms)
-    state, stats = t.fns.update(state, grads, jnp.float32(1))
-    return state, stats
-
+  step = Step(preset, batch, dtype=dtype, fsdp=fsdp, remat=remat, attention=attention,
+              scan_layers=scan_layers)
   t0 = time.perf_counter()
-  state, stats = one_step(state)
-  jax.block_until_ready(stats)
+  jax.block_until_ready(step())
   compile_s = time.perf_counter() - t0
   t0 = time.perf_counter()
   for _ in range(steps):
-    state, stats = one_step(state)
+    stats = step()
   jax.block_until_ready(stats)
   step_s = (time.perf_counter() - t0) / steps
-  st = metrics_lib.batch_stats(host)
-  flops = metrics_lib.train_flops(task.model_cfg, st["tokens"], st["attn_pairs"])
-  peak = metrics_lib.peak_flops_per_device(cfg.peak_flops_per_device)
+  tokens = metrics_lib.batch_stats(batch)["tokens"]
+  flops = step.flops()
+  peak = metrics_lib.peak_flops_per_device(step.cfg.peak_flops_per_device)
   mem = jax.local_devices()[0].memory_stats() or {}
-  return dict(tokens=st["tokens"], shape=tuple(batch.segment_ids.shape), step_s=step_s,
-              compile_s=compile_s, tokens_s=st["tokens"] / step_s, tflops=flops / step_s / 1e12,
+  return dict(tokens=tokens, shape=tuple(batch.segment_ids.shape), step_s=step_s,
+              compile_s=compile_s, tokens_s=tokens / step_s, tflops=flops / step_s / 1e12,
               mfu=(flops / step_s / (peak * jax.device_count())) if peak else None,
               peak_bytes=mem.get("peak_bytes_in_use"),
-              model_cfg=task.model_cfg)
+              model_cfg=step.task.model_cfg)
 
 
 def describe(preset: str, dtype: str, r: dict) -> str:
