@@ -29,9 +29,11 @@ ACCELERATOR_BLOCK_LEN = 512
 MAX_CHUNK_PAIRS = 16
 
 
-def block_len_for(platform: str) -> int:
-  """The attention block for a jax platform name ("cpu", "gpu", "tpu")."""
-  return DEFAULT_BLOCK_LEN if platform == "cpu" else ACCELERATOR_BLOCK_LEN
+def call_blocks(platform: str) -> tuple[int, int]:
+  """The blocks `fitted_table` chooses from for one user-path call on a jax platform ("cpu",
+  "gpu", "tpu"): the platform's block and half of it."""
+  block = DEFAULT_BLOCK_LEN if platform == "cpu" else ACCELERATOR_BLOCK_LEN
+  return block, block // 2
 
 
 def divisor_block(length: int, block_len: int) -> int:
@@ -123,6 +125,16 @@ def block_table(segment_ids: np.ndarray, block_len: int = DEFAULT_BLOCK_LEN, *,
     {"attn_pairs": [B, C, G, 2] int32, "attn_kv_counts": [B, n_blocks] int32},
     C = ceil(n_blocks^2 / G).
   """
+  live = live_rows(segment_ids, block_len, sample_ids=sample_ids, tile_index=tile_index,
+                   coords=coords, cache_frames=cache_frames, tile_frames=tile_frames)
+  return _table(live, chunk or default_chunk(np.shape(segment_ids)[1] // live.shape[1],
+                                             live.shape[1]))
+
+
+def live_rows(segment_ids: np.ndarray, block_len: int, *, sample_ids=None, tile_index=None,
+              coords=None, cache_frames: int = 0, tile_frames: int = 4) -> np.ndarray:
+  """[B, L] groups -> [B, n_blocks, n_blocks] bool: the block pairs holding an allowed pair
+  (arguments as `block_table`'s; block_len becomes the largest divisor of L below it)."""
   seg = np.asarray(segment_ids)
   if seg.ndim != 2 or block_len < 1:
     raise ValueError(f"segment_ids must be [B, L] and block_len >= 1, got {seg.shape}, "
@@ -130,21 +142,60 @@ def block_table(segment_ids: np.ndarray, block_len: int = DEFAULT_BLOCK_LEN, *,
   b, length = seg.shape
   block_len = divisor_block(length, block_len)
   n_blocks = length // block_len
-  chunk = chunk or default_chunk(block_len, n_blocks)
-  rows, counts = [], np.zeros((b, n_blocks), np.int32)
+  live = np.zeros((b, n_blocks, n_blocks), bool)
   for r in range(b):
     ranges = group_ranges(seg[r])
     if cache_frames:
       ranges += kv_cache_ranges(seg[r], sample_ids[r], tile_index[r], coords[r], cache_frames,
                                 tile_frames)
-    live = live_blocks(ranges, n_blocks, block_len)
-    counts[r] = live.sum(1)
-    rows.append(chunk_pairs(live, chunk))
+    live[r] = live_blocks(ranges, n_blocks, block_len)
+  return live
+
+
+def _table(live: np.ndarray, chunk: int) -> dict[str, np.ndarray]:
+  b, n_blocks, _ = live.shape
   pairs = np.full((b, -(-n_blocks * n_blocks // chunk), chunk, 2), -1, np.int32)
-  for r, chunks in enumerate(rows):
-    for c, members in enumerate(chunks):
+  for r in range(b):
+    for c, members in enumerate(chunk_pairs(live[r], chunk)):
       pairs[r, c, :len(members)] = members
-  return {"attn_pairs": pairs, "attn_kv_counts": counts}
+  return {"attn_pairs": pairs, "attn_kv_counts": live.sum(2).astype(np.int32)}
+
+
+def _chunks_needed(live: np.ndarray, chunk: int) -> int:
+  """Chunks the fullest row of [B, nb, nb] `live` takes (what `chunk_pairs` achieves: the
+  most pairs of one query block, or ceil(pairs / chunk) when that is more)."""
+  per_q = live.sum(2)
+  return int(np.max(np.maximum(per_q.max(1), -(-per_q.sum(1) // chunk)), initial=0))
+
+
+def fitted_table(segment_ids: np.ndarray, blocks: tuple[int, ...], *, gain: float = 0.8,
+                 **kwargs) -> dict[str, np.ndarray]:
+  """The block table, block and chunk width chosen for this batch's content.
+
+  For one call of the user path, whose shape is compiled anyway: rows run their chunks in
+  lockstep, each chunk `G` pairs wide, so a row holding one large sample among small ones
+  computes (the large sample's key blocks per query block) x G pairs, most of them padding,
+  when G is the default (every query block). The candidates are each block of `blocks` with
+  each power of two G up to its default; the default table (`blocks[0]`, default G) is kept
+  unless a candidate computes at most `gain` x its pairs (every other shape is one more compile,
+  and smaller blocks cost more per pair); then the candidate computing the fewest pairs wins,
+  the larger block and the wider chunk among equals. kwargs as `block_table`'s.
+  """
+  length = np.shape(segment_ids)[1]
+  scored = []  # (pairs computed, -block, -G, live)
+  for block in blocks:
+    live = live_rows(segment_ids, block, **kwargs)
+    n_blocks = live.shape[1]
+    widest = default_chunk(length // n_blocks, n_blocks)
+    for g in {widest} | {1 << k for k in range(widest.bit_length()) if 1 << k < widest}:
+      scored.append((_chunks_needed(live, g) * g * (length // n_blocks) ** 2,
+                     -(length // n_blocks), -g, len(scored), live))
+      if block == blocks[0] and g == widest:
+        default = scored[-1]
+  best = min(scored, key=lambda c: c[:4])
+  if best[0] > gain * default[0]:
+    best = default
+  return _table(best[4], -best[2])
 
 
 def full_table(batch: int, length: int, block_len: int) -> dict[str, np.ndarray]:

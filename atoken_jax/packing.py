@@ -115,8 +115,9 @@ def _check_inputs(seqs, row_len, max_samples_per_row, tile_latent_frames) -> np.
 
 def pack_greedy(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int,
                 num_rows: Optional[int] = None, tile_latent_frames: int = 4,
-                block_len: int = attention_blocks.DEFAULT_BLOCK_LEN, kv_cache_frames: int = 0,
-                labels: Optional[Sequence[SlotLabels]] = None, text_len: int = 0
+                block_len: int | tuple[int, ...] = attention_blocks.DEFAULT_BLOCK_LEN,
+                kv_cache_frames: int = 0, labels: Optional[Sequence[SlotLabels]] = None,
+                text_len: int = 0
                 ) -> tuple[Batch, list[int]]:
   """First-fit packing that returns what did not fit.
 
@@ -126,7 +127,10 @@ def pack_greedy(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int
     max_samples_per_row: S, sample slots per row.
     num_rows: B; None = as many rows as needed (then nothing is left over).
     tile_latent_frames: temporal tile length in latent frames.
-    block_len: attention block of the block table (128 on CPU, 512 on accelerators).
+    block_len: attention block of the block table (128 on CPU, 512 on accelerators), or a
+      tuple of blocks to choose from for this batch (`attention_blocks.fitted_table`: the block
+      and the chunk width that compute the fewest pairs; the table's shape then depends on the
+      content, which suits one-off calls, not a training stream's fixed shapes).
     kv_cache_frames: the model's `decoder_kv_cache_frames`: the table then also covers the
       decoder's KV cache across tiles.
     labels: one `SlotLabels` per sample (None: reconstruction, no caption, input index).
@@ -185,7 +189,9 @@ def pack_greedy(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int
     a["orig_shape"][r, k] = label.orig_shape
     fill[r] += n
     groups[r] += rank.max() + 1
-  a.update(attention_blocks.block_table(
+  make_table = (attention_blocks.fitted_table if isinstance(block_len, tuple)
+                else attention_blocks.block_table)
+  a.update(make_table(
       a["segment_ids"], block_len, sample_ids=a["sample_ids"], tile_index=a["tile_index"],
       coords=a["coords"], cache_frames=kv_cache_frames, tile_frames=tile_latent_frames))
   return Batch(**a), [int(i) for i in np.flatnonzero(row < 0)]
@@ -199,7 +205,7 @@ def empty_batch(rows: int, row_len: int, slots: int,
 
 def pack(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int,
          num_rows: Optional[int] = None, tile_latent_frames: int = 4,
-         block_len: int = attention_blocks.DEFAULT_BLOCK_LEN,
+         block_len: int | tuple[int, ...] = attention_blocks.DEFAULT_BLOCK_LEN,
          kv_cache_frames: int = 0) -> Batch:
   """Packs every sample (first fit, input order) into [B, row_len] rows; see `pack_greedy`.
 

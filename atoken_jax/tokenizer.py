@@ -171,7 +171,7 @@ class Tokenizer:
     for call in self.plan(seqs):
       yield row_plan.pack_call(
           seqs, call, tile_latent_frames=self.cfg.tile_latent_frames,
-          block_len=attention_blocks.block_len_for(jax.default_backend()),
+          block_len=attention_blocks.call_blocks(jax.default_backend()),
           kv_cache_frames=self.cfg.decoder_kv_cache_frames)
 
   def encode(self, inputs: Sequence[Any], posterior: str = "mean", seed: int = 0) -> Encoding:

@@ -112,6 +112,36 @@ def test_block_table_shape_depends_only_on_the_batch_shape():
   assert attention_blocks.live_chunks(small["attn_pairs"]).tolist() == [1, 1]
 
 
+def test_fitted_table_narrows_chunks_of_rows_mixing_one_large_sample_with_small_ones():
+  # one 64-token sample beside 1-20-token ones: at the default width every chunk spans all 16
+  # query blocks although only the large sample's 4 need 4 chunks
+  small = [3, 5, 12, 1, 7, 9, 2, 11, 4, 6, 8, 10]
+  seg = _segments([[64] + small * 2 + [20, 16], [64, 30, 20, 10, 1, 1]], 256)
+  default = attention_blocks.block_table(seg, 16)
+  fitted = attention_blocks.fitted_table(seg, (16, 8))
+  needed = attention_blocks.pairs_needed(seg)
+  assert needed <= attention_blocks.pairs_computed(fitted, 256) <= 0.6 * (
+      attention_blocks.pairs_computed(default, 256))
+  block = 256 // fitted["attn_kv_counts"].shape[1]
+  for r in range(len(seg)):  # still every live block pair, each once, query blocks distinct
+    mask = (seg[r][:, None] == seg[r][None, :]) & (seg[r][:, None] > 0)
+    listed = fitted["attn_pairs"][r].reshape(-1, 2)
+    listed = [tuple(x) for x in listed[listed[:, 0] >= 0]]
+    assert sorted(listed) == sorted(zip(*np.nonzero(_dense_live_blocks(mask, block))))
+    for chunk in fitted["attn_pairs"][r]:
+      q = chunk[chunk[:, 0] >= 0, 0]
+      assert len(set(q.tolist())) == len(q)
+  mask_fn = lambda a, b: attention.same_group(a["segment_ids"], b["segment_ids"])
+  _assert_equal_to_dense({"segment_ids": jnp.asarray(seg)}, mask_fn, fitted, seg > 0)
+
+
+def test_fitted_table_keeps_the_default_where_it_is_already_tight():
+  seg = _segments([[128], [100, 28]], 128)  # one sample per row: every query block is full
+  fitted = attention_blocks.fitted_table(seg, (16, 8))
+  default = attention_blocks.block_table(seg, 16)
+  np.testing.assert_array_equal(fitted["attn_pairs"], default["attn_pairs"])
+
+
 def _video_batch(cache_frames, block_len=16):
   rng = np.random.default_rng(0)
   clips = [np.tanh(rng.normal(size=(t, 32, 48, 3))).astype(np.float32) for t in (28, 9, 20)]

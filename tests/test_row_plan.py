@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import atoken_jax as aj
-from atoken_jax import row_plan, tokens
+from atoken_jax import attention_blocks, row_plan, tokens
 
 # 0.15 of the computed tokens is the budget the user path promises (README, "Compiled shapes").
 PADDING_BUDGET = 0.15
@@ -114,9 +114,21 @@ def _photo_tokens(n, seed):
   return [(h // 16) * (w // 16) for h, w in sides]
 
 
+def _table_shape(call, lengths):
+  """The block table's shape that the Tokenizer's fitted table gives this call (CPU blocks);
+  photos are one attention group each."""
+  seg = np.zeros(call.shape[:2], np.int32)
+  for r, row in enumerate(call.rows):
+    bounds = np.cumsum([0] + [lengths[i] for i in row])
+    for g, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+      seg[r, a:b] = g + 1
+  return attention_blocks.fitted_table(seg, attention_blocks.call_blocks("cpu"))[
+      "attn_pairs"].shape
+
+
 def folder_shapes(lengths, batch, max_row_len):
-  """Distinct (B, L, S) compiled when `lengths` are encoded `batch` at a time."""
-  return {c.shape for a in range(0, len(lengths), batch)
+  """Distinct (B, L, S, block table) compiled when `lengths` are encoded `batch` at a time."""
+  return {c.shape + _table_shape(c, lengths[a:a + batch]) for a in range(0, len(lengths), batch)
           for c in row_plan.plan(lengths[a:a + batch], max_row_len=max_row_len)}
 
 
