@@ -181,17 +181,17 @@ def fitted_table(segment_ids: np.ndarray, blocks: tuple[int, ...], *, gain: floa
   and smaller blocks cost more per pair); then the candidate computing the fewest pairs wins,
   the larger block and the wider chunk among equals. kwargs as `block_table`'s.
   """
-  length = np.shape(segment_ids)[1]
-  scored = []  # (pairs computed, -block, -G, live)
+  rows, length = np.shape(segment_ids)
+  scored = []  # (pairs computed, -block, -G, candidate index, live); the default first
   for block in blocks:
     live = live_rows(segment_ids, block, **kwargs)
     n_blocks = live.shape[1]
-    widest = default_chunk(length // n_blocks, n_blocks)
-    for g in {widest} | {1 << k for k in range(widest.bit_length()) if 1 << k < widest}:
-      scored.append((_chunks_needed(live, g) * g * (length // n_blocks) ** 2,
-                     -(length // n_blocks), -g, len(scored), live))
-      if block == blocks[0] and g == widest:
-        default = scored[-1]
+    block = length // n_blocks  # the divisor of L actually used
+    widest = default_chunk(block, n_blocks)
+    for g in [widest] + [1 << k for k in range(widest.bit_length()) if 1 << k < widest]:
+      scored.append((rows * _chunks_needed(live, g) * g * block ** 2, -block, -g, len(scored),
+                     live))
+  default = scored[0]
   best = min(scored, key=lambda c: c[:4])
   if best[0] > gain * default[0]:
     best = default
