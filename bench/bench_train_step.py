@@ -113,7 +113,7 @@ class Step:
   def grads(self):
     """One micro-batch's gradients (forward + backward)."""
     fns = self.loop.fns
-    return fns.micro(fns.zeros(), None, self.state.params, self.loop.frozen, self.device_batch,
+    return fns.micro(None, None, self.state.params, self.loop.frozen, self.device_batch,
                      jax.random.PRNGKey(0), self.terms)[0]
 
   def update(self, grads):

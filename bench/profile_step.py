@@ -106,7 +106,7 @@ def main(argv=None) -> int:
   fns = step.loop.fns
   temps = {
       "gradients (forward + backward)": next(iter(fns._micro.values())).lower(  # pylint: disable=protected-access
-          fns.zeros(), None, step.state.params, step.loop.frozen, step.device_batch,
+          None, None, step.state.params, step.loop.frozen, step.device_batch,
           jax.random.PRNGKey(0)).compile().memory_analysis().temp_size_in_bytes,
       "update (clip, AdamW, EMA, skip check)": fns.update.lower(
           step.state, grads, 1.0).compile().memory_analysis().temp_size_in_bytes}

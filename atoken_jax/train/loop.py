@@ -91,8 +91,7 @@ class Loop:
     # ---------------------------------------------------------------- step
     self.fns = step_lib.StepFns(
         task.loss_fn(), self.tx, cfg.optim.ema_decay, self.state_shardings,
-        lambda nd: sharding_lib.batch_sharding(self.mesh, nd), self.abstract_state.params,
-        frozen_shardings)
+        lambda nd: sharding_lib.batch_sharding(self.mesh, nd), frozen_shardings)
     # ---------------------------------------------------------------- checkpoints
     self.checkpointer = ckpt_lib.Checkpointer(os.path.join(self.workdir, "checkpoints"),
                                               keep=cfg.keep, keep_every=cfg.keep_every or None,
@@ -166,7 +165,7 @@ class Loop:
         self.checkpointer.wait()
         log.warning("preempted: checkpoint at step %d written; exiting", step)
         raise Preempted(step)
-      grads, task_metrics, micro = self.fns.zeros(), {}, 0
+      grads, task_metrics, micro = None, {}, 0
       for m in self.schedule:
         for _ in range(m.accum):
           t0 = time.perf_counter()

@@ -28,14 +28,16 @@ def _all_finite(tree) -> jax.Array:
 
 
 def micro_step(loss_fn: LossFn, terms, grads_acc, metrics_acc, params, frozen, batch, rng):
-  """grads_acc + d loss / d params, metrics_acc + metrics (sums; `update` averages)."""
+  """grads_acc + d loss / d params, metrics_acc + metrics (sums; `update` averages). The first
+  micro-batch of a step passes grads_acc=None: its gradients start the sum (no zero tree is
+  written and added); each task's first passes metrics_acc=None."""
   (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, frozen, batch, rng,
                                                                   terms)
   grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
   metrics = {k: v.astype(jnp.float32) for k, v in metrics.items()}
   if metrics_acc is not None:
     metrics = _tree_add(metrics_acc, metrics)
-  return _tree_add(grads_acc, grads), metrics
+  return (grads if grads_acc is None else _tree_add(grads_acc, grads)), metrics
 
 
 def update(tx: optax.GradientTransformation, ema_decay: float, state: TrainState, grads_sum,
@@ -65,14 +67,14 @@ class StepFns:
   """The jitted functions with explicit NamedSharding in/out shardings and donation.
 
   micro(grads_acc, metrics_acc, params, frozen, batch, rng, terms) -> (grads_acc, metrics_acc)
-    [compiled per task: its batch shapes and its static loss terms]
+    [compiled per task: its batch shapes and its static loss terms; the step's first
+    micro-batch passes grads_acc=None, each task's first metrics_acc=None]
   update(state, grads_acc, num_micro) -> (state, stats)
-  zeros() -> a zero gradient accumulator laid out like the parameters
   """
 
   def __init__(self, loss_fn: LossFn, tx: optax.GradientTransformation, ema_decay: float,
                state_shardings: TrainState, batch_sharding: Callable[[int], NamedSharding],
-               abstract_params, frozen_shardings=None):
+               frozen_shardings=None):
     self._loss_fn = loss_fn
     self._batch_sharding = batch_sharding
     mesh = jax.tree.leaves(state_shardings.params)[0].mesh
@@ -80,24 +82,24 @@ class StepFns:
     self.param_shardings = state_shardings.params
     self.frozen_shardings = frozen_shardings
     self._micro = {}
-    self.zeros = jax.jit(lambda: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
-                                              abstract_params),
-                         out_shardings=self.param_shardings)
     self.update = jax.jit(
         lambda s, g, n: update(tx, ema_decay, s, g, n),
         in_shardings=(state_shardings, self.param_shardings, self.replicated),
         out_shardings=(state_shardings, self.replicated), donate_argnums=(0,))
 
   def micro(self, grads_acc, metrics_acc, params, frozen, batch, rng, terms):
-    """The first call of a step passes metrics_acc=None. `batch`: a pytree of batch-sharded
-    arrays (a `Batch`, or a dict holding one)."""
+    """The first call of a step passes grads_acc=None, each task's first metrics_acc=None.
+    `batch`: a pytree of batch-sharded arrays (a `Batch`, or a dict holding one)."""
+    first = grads_acc is None
     leaves, treedef = jax.tree.flatten(batch)
-    key = (metrics_acc is None, terms, treedef) + tuple(v.shape for v in leaves)
+    key = (first, metrics_acc is None, terms, treedef) + tuple(v.shape for v in leaves)
     if key not in self._micro:
       batch_sh = jax.tree.map(lambda v: self._batch_sharding(v.ndim), batch)
       self._micro[key] = jax.jit(
           lambda g, m, p, f, b, r: micro_step(self._loss_fn, terms, g, m, p, f, b, r),
-          in_shardings=(self.param_shardings, None if metrics_acc is None else self.replicated,
+          in_shardings=(None if first else self.param_shardings,
+                        None if metrics_acc is None else self.replicated,
                         self.param_shardings, self.frozen_shardings, batch_sh, self.replicated),
-          out_shardings=(self.param_shardings, self.replicated), donate_argnums=(0,))
+          out_shardings=(self.param_shardings, self.replicated),
+          donate_argnums=() if first else (0,))
     return self._micro[key](grads_acc, metrics_acc, params, frozen, batch, rng)
