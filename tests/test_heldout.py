@@ -70,6 +70,17 @@ def test_pca_is_exact_at_full_rank_and_a_best_rank_k_fit():
   assert err <= np.sum((centred @ q @ q.T - centred) ** 2)
 
 
+def _heldout_before_and_after(cfg, workdir):
+  """(held-out report of the freshly initialised model, the report the run wrote at its end)."""
+  loop = loop_lib.Loop(tokenizer_task.TokenizerTask(cfg), str(workdir), devices=jax.devices()[:1])
+  start = loop.initial_state()
+  before, _ = heldout.evaluate(
+      tokenizer_lib.Tokenizer(loop.task.model_cfg, jax.device_get(start.params["model"])), cfg)
+  loop.run()
+  with open(workdir / heldout.REPORT_FILE) as f:
+    return before, json.load(f)
+
+
 @pytest.mark.parametrize("steps,rows,min_gain_db", [
     (15, 1, 2.0),
     pytest.param(100, 2, 4.0, marks=pytest.mark.slow),  # the preset's batch
@@ -83,13 +94,7 @@ def test_short_run_raises_heldout_psnr_well_above_its_start(bundled, tmp_path, s
   cfg.optim.warmup_steps = 2
   cfg.heldout_report.image_side = 64
   cfg.tasks.image_recon.data.batch_rows, cfg.data.num_workers = rows, 0
-  loop = loop_lib.Loop(tokenizer_task.TokenizerTask(cfg), str(tmp_path), devices=jax.devices()[:1])
-  start = loop.initial_state()
-  before, _ = heldout.evaluate(
-      tokenizer_lib.Tokenizer(loop.task.model_cfg, jax.device_get(start.params["model"])), cfg)
-  loop.run()
-  with open(tmp_path / heldout.REPORT_FILE) as f:
-    after = json.load(f)
+  before, after = _heldout_before_and_after(cfg, tmp_path)
   assert after["step"] == steps and os.path.exists(tmp_path / heldout.GRID_FILE)
   gain = after["image"]["model"]["psnr"] - before["image"]["model"]["psnr"]
   assert gain > min_gain_db, (before["image"], after["image"])
@@ -107,13 +112,7 @@ def test_short_stage2_run_raises_heldout_clip_psnr_well_above_its_start(bundled,
   cfg.heldout_report.update(image_side=64, clip_side=64)
   for task in ("image_recon", "video_recon"):
     cfg.tasks[task].data.batch_rows = 1
-  loop = loop_lib.Loop(tokenizer_task.TokenizerTask(cfg), str(tmp_path), devices=jax.devices()[:1])
-  start = loop.initial_state()
-  before, _ = heldout.evaluate(
-      tokenizer_lib.Tokenizer(loop.task.model_cfg, jax.device_get(start.params["model"])), cfg)
-  loop.run()
-  with open(tmp_path / heldout.REPORT_FILE) as f:
-    after = json.load(f)
+  before, after = _heldout_before_and_after(cfg, tmp_path)
   assert set(after) >= {"image", "video"} and after["latent_dim"] == 48
   gain = after["video"]["model"]["psnr"] - before["video"]["model"]["psnr"]
   assert gain > 2.0, (before["video"], after["video"])
