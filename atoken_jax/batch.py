@@ -39,7 +39,8 @@ class Batch:
   """B rows of L token positions, at most S sample slots per row.
 
   Per token [B, L, ...] (padding: zeros, ids 0):
-    patches [B, L, 3072] float32: 4 x 16 x 16 x RGB patches in [-1, 1].
+    patches [B, L, 3072] float32: 4 x 16 x 16 x RGB patches in [-1, 1]; [B, L, 768] (frame 0
+      only) when every sample is single-frame (images, voxels: frames 1-3 are zero padding).
     coords [B, L, 4] int32: tile-local (t, x=row, y=col, z).
     segment_ids [B, L] int32: attention group 1, 2, ... per (sample, temporal tile) in the row;
       0 = padding. Tokens attend only within equal non-zero ids.

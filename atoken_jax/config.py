@@ -104,18 +104,19 @@ class ModelConfig:
   def replace(self, **kw) -> "ModelConfig":
     return dataclasses.replace(self, **kw)
 
-  def flops_per_token(self, seq_len: int) -> float:
+  def flops_per_token(self, seq_len: int, patch_dim: int = PATCH_DIM) -> float:
     """Forward FLOPs per token of encode + decode (matmuls and attention; 2 per MAC).
 
-    `seq_len` is the number of tokens each token attends to (one temporal tile of a sample).
+    `seq_len` is the number of tokens each token attends to (one temporal tile of a sample);
+    `patch_dim` the patch values read and decoded (768 in frame-0 batches of images, voxels).
     The pooling head is excluded (its cost is per sample, not per token).
     """
     def trunk(t: TrunkConfig, d_in: int, d_out: int) -> float:
       per_block = 2 * (4 * t.width * t.width + 2 * t.width * t.mlp_dim)  # qkv+out, mlp
       per_block += 2 * 2 * seq_len * t.width  # q.k^T and attn.v
       return t.depth * per_block + 2 * d_in * t.width + 2 * t.width * d_out
-    enc = trunk(self.encoder, PATCH_DIM, 2 * self.latent_dim)
-    dec = trunk(self.decoder, self.latent_dim, PATCH_DIM)
+    enc = trunk(self.encoder, patch_dim, 2 * self.latent_dim)
+    dec = trunk(self.decoder, self.latent_dim, patch_dim)
     pos = 2 * 2 * POS_GRID * POS_GRID * (self.encoder.width + self.decoder.width) / 2
     return float(enc + dec + pos)
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from atoken_jax import attention_blocks
 from atoken_jax.batch import Batch
-from atoken_jax.config import PATCH_DIM, POS_GRID
+from atoken_jax.config import FRAME_PATCH_DIM, PATCH_DIM, POS_GRID
 from atoken_jax.pos_interp import antialiased_bilinear_weights
 from atoken_jax.tokens import MODALITY_IDS, TASK_IDS, TokenSeq
 
@@ -117,7 +117,7 @@ def pack_greedy(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int
                 num_rows: Optional[int] = None, tile_latent_frames: int = 4,
                 block_len: int | tuple[int, ...] = attention_blocks.DEFAULT_BLOCK_LEN,
                 kv_cache_frames: int = 0, labels: Optional[Sequence[SlotLabels]] = None,
-                text_len: int = 0
+                text_len: int = 0, patch_dim: Optional[int] = None
                 ) -> tuple[Batch, list[int]]:
   """First-fit packing that returns what did not fit.
 
@@ -135,6 +135,10 @@ def pack_greedy(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int
       decoder's KV cache across tiles.
     labels: one `SlotLabels` per sample (None: reconstruction, no caption, input index).
     text_len: T of `text_ids` [B, S, T] (captions are cut to it).
+    patch_dim: the width of `patches`: 3072 (4 frames), or 768 (frame 0) for batches of
+      single-frame samples only (images, voxels), whose frames 1-3 are zero padding the model
+      then neither reads nor decodes (`atoken.patch_width`). None: 768 when every sample is
+      single-frame, else 3072 (a stream of fixed shapes passes its task's width instead).
 
   Returns:
     (batch, leftover): leftover lists the input indices that did not fit, in input order.
@@ -142,10 +146,11 @@ def pack_greedy(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int
   lengths = _check_inputs(seqs, row_len, max_samples_per_row, tile_latent_frames)
   if labels is not None and len(labels) != len(seqs):
     raise ValueError(f"{len(labels)} slot labels for {len(seqs)} samples")
+  width = _patch_dim(seqs, patch_dim)
   row, slot, num_rows = _first_fit(lengths, row_len, max_samples_per_row, num_rows)
   b, l, s = num_rows, row_len, max_samples_per_row
   a = dict(
-      patches=np.zeros((b, l, PATCH_DIM), np.float32),
+      patches=np.zeros((b, l, width), np.float32),
       coords=np.zeros((b, l, 4), np.int32),
       segment_ids=np.zeros((b, l), np.int32),
       sample_ids=np.zeros((b, l), np.int32),
@@ -169,7 +174,7 @@ def pack_greedy(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int
     except ValueError as e:
       raise ValueError(f"sample {i}: {e}") from None
     at = slice(fill[r], fill[r] + n)
-    a["patches"][r, at] = seq.patches
+    a["patches"][r, at] = seq.patches[:, :width]
     a["coords"][r, at] = local
     a["segment_ids"][r, at] = groups[r] + rank + 1
     a["sample_ids"][r, at] = k + 1
@@ -197,6 +202,18 @@ def pack_greedy(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int
   return Batch(**a), [int(i) for i in np.flatnonzero(row < 0)]
 
 
+def _patch_dim(seqs: Sequence[TokenSeq], patch_dim: Optional[int]) -> int:
+  video = [i for i, seq in enumerate(seqs) if seq.kind == "video"]
+  if patch_dim is None:
+    return PATCH_DIM if video or not seqs else FRAME_PATCH_DIM
+  if patch_dim not in (FRAME_PATCH_DIM, PATCH_DIM):
+    raise ValueError(f"patch_dim must be {PATCH_DIM} or {FRAME_PATCH_DIM}, got {patch_dim}")
+  if patch_dim == FRAME_PATCH_DIM and video:
+    raise ValueError(f"sample {video[0]} is a video: its patches need patch_dim={PATCH_DIM}, "
+                     f"not {FRAME_PATCH_DIM} (frame 0 only)")
+  return patch_dim
+
+
 def empty_batch(rows: int, row_len: int, slots: int,
                 block_len: int = attention_blocks.DEFAULT_BLOCK_LEN) -> Batch:
   """An all-padding batch of one shape (model `init`, shape inference)."""
@@ -206,7 +223,7 @@ def empty_batch(rows: int, row_len: int, slots: int,
 def pack(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int,
          num_rows: Optional[int] = None, tile_latent_frames: int = 4,
          block_len: int | tuple[int, ...] = attention_blocks.DEFAULT_BLOCK_LEN,
-         kv_cache_frames: int = 0) -> Batch:
+         kv_cache_frames: int = 0, patch_dim: Optional[int] = None) -> Batch:
   """Packs every sample (first fit, input order) into [B, row_len] rows; see `pack_greedy`.
 
   Raises ValueError when `num_rows` is given and some samples do not fit.
@@ -214,7 +231,8 @@ def pack(seqs: Sequence[TokenSeq], row_len: int, max_samples_per_row: int,
   if num_rows is None and not seqs:
     raise ValueError("pack needs at least one sample when num_rows is None")
   batch, leftover = pack_greedy(seqs, row_len, max_samples_per_row, num_rows,
-                                tile_latent_frames, block_len, kv_cache_frames)
+                                tile_latent_frames, block_len, kv_cache_frames,
+                                patch_dim=patch_dim)
   if leftover:
     tokens = sum(len(seqs[i]) for i in leftover)
     raise ValueError(

@@ -67,7 +67,9 @@ class Encoding:
 
 @dataclasses.dataclass
 class Reconstruction:
-  """Decoded patches per sample ([n_i, 3072], pixel space [-1, 1]) and their token layout."""
+  """Decoded patches per sample ([n_i, 3072], pixel space [-1, 1]) and their token layout.
+  Frames 1-3 of images and voxels are zero: they are padding, which the decoder does not
+  compute (ml-atoken decodes and discards them)."""
   patches: list[np.ndarray]
   tokens: list[tokens_lib.TokenSeq]
 
@@ -225,7 +227,15 @@ class Tokenizer:
       rec = np.asarray(_decode_jit(self.cfg)(self.params, jnp.asarray(latent),
                                                batch.for_model()))
       patches.update(zip(batch.placed, packing.unpack(rec, batch)))
-    return Reconstruction([patches[i] for i in range(len(seqs))], seqs)
+    return Reconstruction([_frame_padded(patches[i], seqs[i]) for i in range(len(seqs))], seqs)
+
+
+def _frame_padded(patches: np.ndarray, seq: tokens_lib.TokenSeq) -> np.ndarray:
+  """[n, 3072] decoded patches: a single-frame sample's frames 1-3 zero, whether its call
+  decoded only frame 0 (768 wide) or all four."""
+  if seq.kind == "video":
+    return patches
+  return tokens_lib.full_width(patches[:, :config_lib.FRAME_PATCH_DIM])
 
 
 def _describe(x) -> str:

@@ -82,6 +82,18 @@ class TokenSeq:
 # --------------------------------------------------------------------------- patchify
 
 
+def full_width(patches: np.ndarray) -> np.ndarray:
+  """[n, 3072] patches from [n, 3072] or frame-0 [n, 768] ones (frames 1-3 zero)."""
+  if patches.shape[-1] == PATCH_DIM:
+    return patches
+  if patches.shape[-1] != FRAME_PATCH_DIM:
+    raise ValueError(f"patches must be {PATCH_DIM} or {FRAME_PATCH_DIM} wide, got "
+                     f"{patches.shape}")
+  out = np.zeros(patches.shape[:-1] + (PATCH_DIM,), patches.dtype)
+  out[..., :FRAME_PATCH_DIM] = patches
+  return out
+
+
 def patchify(frames: np.ndarray) -> np.ndarray:
   """[4*nt, 16*nh, 16*nw, 3] -> [nt*nh*nw, 3072], tokens (t, row, col), each (pt, ph, pw, c)."""
   t4, h16, w16, c = frames.shape

@@ -55,7 +55,7 @@ def paper_batch(rows: int, row_len: int, slots: int = 64, seed: int = 0) -> Batc
   lengths.image_cfg = default_task_config("image_recon", stage=1, preset="paper").image
   ds = grain.MapDataset.range(10 ** 9).random_map(lambda i, r: lengths(i, r), seed=seed)
   batch, _ = next(iter(PackIterDataset(ds, PackOptions(rows, row_len, slots, lookahead=1.5,
-                                                       read_threads=0))))
+                                                       read_threads=0, patch_dim=768))))
   real = batch.segment_ids > 0
   noise = np.random.default_rng(seed).uniform(-1, 1, (int(real.sum()), batch.patches.shape[-1]))
   patches = batch.patches.copy()
@@ -126,7 +126,8 @@ class Step:
 
   def flops(self) -> float:
     st = metrics_lib.batch_stats(self.host)
-    return metrics_lib.train_flops(self.task.model_cfg, st["tokens"], st["attn_pairs"])
+    return metrics_lib.train_flops(self.task.model_cfg, st["tokens"], st["attn_pairs"],
+                                   self.host.patches.shape[-1])
 
 
 def measure(preset: str, batch: Batch, *, steps: int = 10, dtype="bfloat16",

@@ -198,8 +198,9 @@ def inference_flops(cfg, inputs) -> float:
   from atoken_jax import tokens  # pylint: disable=import-outside-toplevel
   total = 0.0
   for x in inputs:
-    n = len(tokens.to_tokens(x))
-    total += n * cfg.flops_per_token(seq_len=n)
+    seq = tokens.to_tokens(x)
+    width = 3072 if seq.kind == "video" else 768  # a single-frame sample needs frame 0 only
+    total += len(seq) * cfg.flops_per_token(seq_len=len(seq), patch_dim=width)
   return total
 
 
@@ -259,7 +260,9 @@ def _their_train_rate(mla, weights, cfg_path, batch, steps: int, kl_weight: floa
   model = mla.ATokenWrapper(cfg_path, weights).model.train().to(device)
   sync = torch.cuda.synchronize if device.startswith("cuda") else lambda: None
   real = batch.segment_ids > 0
-  feats = torch.from_numpy(batch.patches[real])
+  # ml-atoken reads 3072-wide patches; our image batch carries frame 0 (frames 1-3 are zero)
+  width = batch.patches.shape[-1]
+  feats = torch.from_numpy(np.pad(batch.patches[real], ((0, 0), (0, 3072 - width))))
   b = (batch.segment_ids[real] - 1).astype(np.int32)  # one sample per segment (images)
   coords = np.concatenate([b[:, None], batch.coords[real]], 1)
   x = mla.SparseTensor(feats=feats.to(device), coords=torch.from_numpy(coords).int().to(device))
@@ -304,7 +307,8 @@ def train(preset: str, mla, weights, cfg_path, steps: int, images_per_row: tuple
                      theirs=theirs, diff=None,
                      flops=metrics_lib.train_flops(r["model_cfg"], r["tokens"],
                                                    attention_blocks.pairs_needed(
-                                                       batch.segment_ids))))
+                                                       batch.segment_ids),
+                                                   batch.patches.shape[-1])))
   return rows
 
 

@@ -56,6 +56,7 @@ class PackOptions:
   read_ahead: int = 8
   perceptual_size: int = 0  # > 0: batches carry the perceptual resize weights ...
   perceptual_max_side: int = 0  # ... of images up to this side onto a size^2 view
+  patch_dim: int = 3072  # 768: a stream of single-frame samples carries frame 0 only
 
 
 class PackIterDataset(grain.IterDataset):
@@ -167,7 +168,8 @@ class PackIterator(grain.DatasetIterator):
     batch, leftover = pack_greedy([c.sample.tokens for c in order], opt.row_len,
                                   opt.max_samples_per_row, opt.batch_rows,
                                   opt.tile_latent_frames, opt.attention_block,
-                                  opt.kv_cache_frames, labels=labels, text_len=opt.text_len)
+                                  opt.kv_cache_frames, labels=labels, text_len=opt.text_len,
+                                  patch_dim=opt.patch_dim)
     if opt.perceptual_size:
       batch = perceptual_canvas.with_resize_weights(batch, opt.perceptual_size,
                                                     opt.perceptual_max_side)

@@ -26,6 +26,7 @@ import grain
 import numpy as np
 
 from atoken_jax.batch import Batch
+from atoken_jax.config import FRAME_PATCH_DIM, PATCH_DIM
 from data_pipelines import bad_data, samples, shuffle, sources
 from data_pipelines.pack_stage import PackIterDataset, PackOptions
 
@@ -59,7 +60,15 @@ def pack_options(cfg) -> PackOptions:
       lookahead=float(cfg.pack.lookahead), max_wait=int(cfg.pack.max_wait),
       read_threads=int(cfg.pack.read_threads), read_ahead=int(cfg.pack.read_ahead),
       perceptual_size=int(perceptual.get("size", 0)),
-      perceptual_max_side=int(perceptual.get("max_side", 0)))
+      perceptual_max_side=int(perceptual.get("max_side", 0)),
+      patch_dim=_patch_dim(tuple(cfg.get("modalities") or ())))
+
+
+def _patch_dim(modalities: tuple[str, ...]) -> int:
+  """Images and voxels are single-frame: a task of only those carries frame 0 of each patch
+  (`atoken_jax.model.atoken.patch_width`); any video needs all 4 frames."""
+  single_frame = bool(modalities) and set(modalities) <= {"image", "voxels"}
+  return FRAME_PATCH_DIM if single_frame else PATCH_DIM
 
 
 def build_task_dataset(cfg, shard_index: Optional[int] = None,

@@ -49,7 +49,8 @@ def test_batches_have_static_shapes_and_consistent_slot_metadata(folder):
   tokenizer = ByteTokenizer()
   for batch in take(it, 3):
     b, l, s = 2, 128, 8
-    shapes = {"patches": (b, l, 3072), "coords": (b, l, 4), "segment_ids": (b, l),
+    # an image task's batches carry frame 0 of each patch (768 values)
+    shapes = {"patches": (b, l, 768), "coords": (b, l, 4), "segment_ids": (b, l),
               "sample_ids": (b, l), "tile_index": (b, l), "token_index": (b, l),
               "pos_row_weights": (b, l, 16), "pos_col_weights": (b, l, 16),
               "sample_index": (b, s), "sample_lengths": (b, s), "modality": (b, s),

@@ -208,3 +208,40 @@ def test_the_loss_of_every_kind_is_sum_of_weight_times_its_reported_terms():
     assert float(loss) == pytest.approx(want, rel=1e-5), kind
     assert float(metrics["loss"]) == float(loss)
     assert float(metrics[terms[-1]]) > 0, (kind, terms[-1])
+
+
+def test_a_frame0_batch_trains_exactly_as_its_four_frame_twin():
+  """Images carry only frame 0 (768 wide; `atoken.patch_width`): the loss, every term and the
+  gradient of every parameter equal those of the same batch with frames 1-3 as zero padding
+  (3072 wide), so leaving the padding out changes nothing but the work."""
+  cfg = common.base("tiny")
+  cfg.loss.update(rec=0.3, kl=1e-2, l1=1.0, lpips=2.0, gram=5.0, clip=0.5)
+  model_cfg = tokenizer_state.model_config_from(cfg)
+  spec, frozen = frozen_lib.load(cfg, model_cfg, seed=0)
+  model = atoken_model.AToken(model_cfg)
+  params = {"model": nn.meta.unbox(model.init({"params": jax.random.PRNGKey(0)},
+                                              packing.empty_batch(1, 16, 1),
+                                              "mean")["params"]),
+            "siglip": {"logit_scale": jnp.float32(math.log(10.0)),
+                       "logit_bias": jnp.float32(-10.0)}}
+  kind = objective.TaskKind("image", "reconstruction")
+  canvas = perceptual_inputs.data_canvas(cfg.loss, ml_collections.ConfigDict(dict(
+      perceptual=dict(size=0, max_side=0))), kind.modality).perceptual
+  narrow = next(synthetic_data.SyntheticImages(rows=2, perceptual=(canvas.size,
+                                                                   canvas.max_side), seed=4))
+  assert narrow.patches.shape[-1] == F0
+  wide = narrow.replace(patches=np.pad(narrow.patches, ((0, 0), (0, 0), (0, 3 * F0))))
+  loss_fn = objective.make_loss_fn(model_cfg, cfg.loss, spec)
+  grad_fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True), static_argnums=4)
+  (loss_n, metrics_n), grads_n = grad_fn(params, frozen, narrow, jax.random.PRNGKey(1), kind)
+  (loss_w, metrics_w), grads_w = grad_fn(params, frozen, wide, jax.random.PRNGKey(1), kind)
+  assert set(kind.terms) <= set(metrics_n)
+  for name in metrics_w:
+    np.testing.assert_allclose(metrics_n[name], metrics_w[name], rtol=2e-5, atol=1e-7,
+                               err_msg=name)
+  flat_n = dict(jax.tree_util.tree_leaves_with_path(grads_n))
+  for path, g_w in jax.tree_util.tree_leaves_with_path(grads_w):
+    np.testing.assert_allclose(flat_n[path], g_w, rtol=2e-4, atol=1e-7,
+                               err_msg=jax.tree_util.keystr(path))
+  decoder_out = grads_w["model"]["decoder"]["out_layer"]["kernel"]
+  assert float(jnp.abs(decoder_out[:, :F0]).max()) > 0  # the test sees real gradients

@@ -72,11 +72,14 @@ def test_pack_then_unpack_is_the_identity(seed, count, slots, extra):
   seqs = _samples(seed, count)
   row_len = max(len(s) for s in seqs) + extra
   batch = pack(seqs, row_len, slots)
-  assert batch.patches.shape == (batch.segment_ids.shape[0], row_len, 3072)
+  # only frame 0 when every sample is single-frame: what is left out is zero padding
+  width = 3072 if any(s.kind == "video" for s in seqs) else 768
+  assert batch.patches.shape == (batch.segment_ids.shape[0], row_len, width)
   assert batch.sample_index.shape[1] == slots
   assert sorted(batch.placed) == list(range(count))
   for seq, patches in zip(seqs, unpack(batch.patches, batch)):
-    np.testing.assert_array_equal(patches, seq.patches)
+    np.testing.assert_array_equal(patches, seq.patches[:, :width])
+    assert not seq.patches[:, width:].any()
   _check_invariants(seqs, batch)
   pooled = np.where(batch.sample_index >= 0, batch.sample_index * 10, -1)[..., None]
   assert [int(x[0]) for x in unpack_samples(pooled, batch)] == [10 * i for i in range(count)]
@@ -156,3 +159,14 @@ def test_unpack_rejects_wrong_shapes():
     unpack(np.zeros((1, 7)), batch)
   with pytest.raises(ValueError, match=r"\[B, S, \.\.\.\]"):
     unpack_samples(np.zeros((1, 3)), batch)
+
+
+def test_a_stream_fixes_its_patch_width_and_frame0_refuses_video():
+  rng = np.random.default_rng(0)
+  image, video = _sample(rng, "image"), _sample(rng, "video")
+  assert pack([image], 128, 2, patch_dim=3072).patches.shape[-1] == 3072
+  assert pack([], 128, 2, num_rows=1, patch_dim=768).patches.shape[-1] == 768
+  with pytest.raises(ValueError, match="sample 1 is a video"):
+    pack([image, video], 256, 2, patch_dim=768)
+  with pytest.raises(ValueError, match="patch_dim must be 3072 or 768"):
+    pack([image], 128, 2, patch_dim=1536)

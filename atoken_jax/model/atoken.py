@@ -1,9 +1,10 @@
 """The AToken autoencoder in Flax linen: encoder, semantic head, bottleneck, decoder.
 
 All methods take a packed `atoken_jax.batch.Batch` and read its model fields
-(`batch.MODEL_FIELDS`): patches [B, L, 3072], coords [B, L, 4], segment_ids, sample_ids,
-tile_index [B, L], pos_row_weights / pos_col_weights [B, L, 16], sample_index [B, S] and the
-attention block table attn_pairs / attn_kv_counts (None: attention walks every key).
+(`batch.MODEL_FIELDS`): patches [B, L, 3072] (or 768, `patch_width`), coords [B, L, 4],
+segment_ids, sample_ids, tile_index [B, L], pos_row_weights / pos_col_weights [B, L, 16],
+sample_index [B, S] and the attention block table attn_pairs / attn_kv_counts (None:
+attention walks every key).
 Everything depends only on those arrays' shapes, so one compile serves one shape bucket.
 The attention masks read per-token metadata dicts (`Batch.mask_info`).
 """
@@ -85,7 +86,8 @@ class Encoder(nn.Module):
     cfg, t = self.cfg, self.cfg.encoder
     dtype, pdtype = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
     x = layers.dense(t.width, ("patch", "embed"), use_bias=True, dtype=dtype, param_dtype=pdtype,
-                     name="input_layer")(batch.patches.astype(dtype))
+                     name="input_layer", in_features=config_lib.PATCH_DIM)(
+                         batch.patches.astype(dtype))
     x = x + PositionTable(t.width, pdtype, name="pos_embedder")(
         batch.pos_row_weights, batch.pos_col_weights).astype(dtype)
     angles = _rope(cfg, batch.coords, t.head_dim)
@@ -97,11 +99,13 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-  """latent [B, L, latent_dim] -> patches [B, L, 3072] (RMSNorm, qk-norm, no biases)."""
+  """latent [B, L, latent_dim] -> patches [B, L, patch_dim] (RMSNorm, qk-norm, no biases);
+  patch_dim 768 computes only frame 0 of each patch (`patch_width`)."""
   cfg: config_lib.ModelConfig
 
   @nn.compact
-  def __call__(self, latent: jax.Array, batch: Batch) -> jax.Array:
+  def __call__(self, latent: jax.Array, batch: Batch,
+               patch_dim: int = config_lib.PATCH_DIM) -> jax.Array:
     cfg, t = self.cfg, self.cfg.decoder
     dtype, pdtype = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
     x = layers.dense(t.width, ("latent", "embed"), use_bias=False, dtype=dtype,
@@ -121,7 +125,7 @@ class Decoder(nn.Module):
         name="transformer")(x, angles, batch.mask_info())
     x = layers.RMSNorm(cfg.norm_eps, param_dtype=pdtype, name="out_norm")(x)
     return layers.dense(config_lib.PATCH_DIM, ("embed", "patch"), use_bias=False, dtype=dtype,
-                        param_dtype=pdtype, name="out_layer")(x)
+                        param_dtype=pdtype, name="out_layer")(x, out_features=patch_dim)
 
 
 class MAPHead(nn.Module):
@@ -191,14 +195,27 @@ class AToken(nn.Module):
     raise ValueError(f"posterior must be 'mean' or 'sample', got {posterior!r}")
 
   def decode(self, latent: jax.Array, batch: Batch) -> jax.Array:
-    """latent [B, L, latent_dim] -> reconstructed patches [B, L, 3072] in pixel space."""
-    return self.decoder(latent, batch)
+    """latent [B, L, latent_dim] -> reconstructed patches [B, L, w] in pixel space, w the
+    batch's patch width (`patch_width`: 768 = frame 0 only, for single-frame batches)."""
+    return self.decoder(latent, batch, patch_width(batch))
 
   def __call__(self, batch: Batch, posterior: str = "sample") -> dict[str, jax.Array]:
     enc = self.encode(batch)
     enc.update(self.latent(enc, posterior))
     enc["reconstruction"] = self.decode(enc["latent"], batch)
     return enc
+
+
+def patch_width(batch: Batch) -> int:
+  """The width of the batch's patches: 3072 (4 frames), or 768 when every sample in the batch
+  is single-frame (images, voxels): frames 1-3 of their patches are zero padding, which the
+  encoder's input layer would multiply by zero and the decoder's frames would be discarded,
+  so neither is computed (`packing.pack_greedy`'s `patch_dim`)."""
+  width = batch.patches.shape[-1] if batch.patches is not None else config_lib.PATCH_DIM
+  if width not in (config_lib.FRAME_PATCH_DIM, config_lib.PATCH_DIM):
+    raise ValueError(f"patches must be {config_lib.PATCH_DIM} (4 frames) or "
+                     f"{config_lib.FRAME_PATCH_DIM} (frame 0) wide, got {width}")
+  return width
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:

@@ -16,6 +16,11 @@ class DenseGeneral(nn.Module):
   Unlike `nn.DenseGeneral`, the kernel is created in its full shape, so its logical axis names
   (one per kernel dim: inputs first, then outputs) shard it directly. Xavier-uniform init with
   fans over the input and output dims.
+
+  `in_features` fixes the kernel's input width for inputs that may hold only a prefix of it
+  (the missing inputs are zeros, so only the kernel's first rows are read); `out_features`
+  at call time computes only a prefix of the outputs (1-D features). The patch layers use both:
+  a batch of single-frame samples carries frame 0 of each patch (`atoken_jax.batch`).
   """
   features: tuple[int, ...]
   axes: tuple[str | None, ...]
@@ -23,11 +28,18 @@ class DenseGeneral(nn.Module):
   use_bias: bool = True
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  in_features: int | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, out_features: int | None = None) -> jax.Array:
     in_shape = x.shape[x.ndim - self.in_dims:]
-    shape = tuple(in_shape) + tuple(self.features)
+    if self.in_features is not None:
+      if self.in_dims != 1 or in_shape[0] > self.in_features:
+        raise ValueError(f"{self.name}: input width {in_shape} does not fit in_features="
+                         f"{self.in_features}")
+      shape = (self.in_features,) + tuple(self.features)
+    else:
+      shape = tuple(in_shape) + tuple(self.features)
     if len(self.axes) != len(shape):
       raise ValueError(f"{self.name}: {len(shape)} kernel dims but axes {self.axes}")
     init = nn.initializers.variance_scaling(
@@ -35,6 +47,13 @@ class DenseGeneral(nn.Module):
         out_axis=tuple(range(self.in_dims, len(shape))))
     kernel = self.param("kernel", nn.with_logical_partitioning(init, self.axes), shape,
                         self.param_dtype)
+    if self.in_features is not None:
+      kernel = kernel[:in_shape[0]]
+    if out_features is not None:
+      if len(self.features) != 1 or out_features > self.features[0]:
+        raise ValueError(f"{self.name}: out_features={out_features} needs 1-D features of at "
+                         f"least that width, got {self.features}")
+      kernel = kernel[..., :out_features]
     y = jax.lax.dot_general(
         x.astype(self.dtype), kernel.astype(self.dtype),
         ((tuple(range(x.ndim - self.in_dims, x.ndim)), tuple(range(self.in_dims))), ((), ())))
@@ -42,12 +61,15 @@ class DenseGeneral(nn.Module):
       bias = self.param("bias", nn.with_logical_partitioning(
           nn.initializers.zeros_init(), self.axes[self.in_dims:]), tuple(self.features),
                         self.param_dtype)
+      if out_features is not None:
+        bias = bias[:out_features]
       y = y + bias.astype(self.dtype)
     return y
 
 
 def dense(features, axes: Sequence[str | None], *, use_bias: bool, dtype, param_dtype,
-          name: str, in_axis: int | tuple[int, ...] = -1) -> DenseGeneral:
+          name: str, in_axis: int | tuple[int, ...] = -1,
+          in_features: int | None = None) -> DenseGeneral:
   """A DenseGeneral whose kernel and bias carry logical axis names.
 
   `axes` names every kernel dimension: the contracted input dims first, then the output dims;
@@ -56,7 +78,7 @@ def dense(features, axes: Sequence[str | None], *, use_bias: bool, dtype, param_
   features = tuple(features) if isinstance(features, (tuple, list)) else (features,)
   in_dims = 1 if isinstance(in_axis, int) else len(in_axis)
   return DenseGeneral(features=features, axes=tuple(axes), in_dims=in_dims, use_bias=use_bias,
-                      dtype=dtype, param_dtype=param_dtype, name=name)
+                      dtype=dtype, param_dtype=param_dtype, name=name, in_features=in_features)
 
 
 class LayerNorm(nn.Module):

@@ -55,11 +55,12 @@ def batch_stats(batch: Batch, attention_impl: str = "auto") -> dict:
           "attn_pairs_computed": computed}
 
 
-def train_flops(cfg: config_lib.ModelConfig, tokens: int, attn_pairs: int) -> float:
+def train_flops(cfg: config_lib.ModelConfig, tokens: int, attn_pairs: int,
+                patch_dim: int = config_lib.PATCH_DIM) -> float:
   """Analytic FLOPs of forward + backward (3x forward) for `tokens` real tokens whose attention
-  groups hold `attn_pairs` query-key pairs in all."""
+  groups hold `attn_pairs` query-key pairs in all, with patches `patch_dim` wide."""
   mean_len = attn_pairs / max(tokens, 1)
-  return 3.0 * tokens * cfg.flops_per_token(seq_len=int(round(mean_len)))
+  return 3.0 * tokens * cfg.flops_per_token(seq_len=int(round(mean_len)), patch_dim=patch_dim)
 
 
 def memory_in_use_bytes() -> int | None:

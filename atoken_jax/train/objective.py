@@ -101,10 +101,11 @@ def per_token(slot_values: jax.Array, sample_ids: jax.Array, fill=-1) -> jax.Arr
   return jnp.where(sample_ids > 0, vals, fill)
 
 
-def real_columns(modality_tok: jax.Array) -> jax.Array:
-  """[B, L] modality -> [B, L, 3072] mask of the patch values that carry data: all 4 frames for
-  video, frame 0 (the first 768 values) for images (time-padded) and voxels (zero-padded)."""
-  col = jnp.arange(config_lib.PATCH_DIM)
+def real_columns(modality_tok: jax.Array, width: int = config_lib.PATCH_DIM) -> jax.Array:
+  """[B, L] modality -> [B, L, width] mask of the patch values that carry data: all 4 frames
+  for video, frame 0 (the first 768 values) for images (time-padded) and voxels (zero-padded).
+  A 768-wide batch holds only frame 0 (`atoken.patch_width`)."""
+  col = jnp.arange(width)
   frame0 = col < config_lib.FRAME_PATCH_DIM
   return (modality_tok[..., None] == VIDEO) | ((modality_tok[..., None] >= 0) & frame0)
 
@@ -120,9 +121,9 @@ def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
 def l1_loss(recon: jax.Array, target: jax.Array, token_mask: jax.Array,
             modality_tok: jax.Array) -> jax.Array:
   """L1 at native resolution, averaged over patches (§3.3, as VQGAN): recon, target
-  [B, L, 3072]; the mean |recon - target| over each patch's real values (`real_columns` of
-  `modality_tok` [B, L]), then the mean over the tokens in `token_mask` [B, L]."""
-  cols = real_columns(modality_tok).astype(jnp.float32)
+  [B, L, 3072] (or 768: frame 0 only); the mean |recon - target| over each patch's real values
+  (`real_columns` of `modality_tok` [B, L]), then the mean over the tokens in `token_mask`."""
+  cols = real_columns(modality_tok, recon.shape[-1]).astype(jnp.float32)
   err = jnp.abs(recon.astype(jnp.float32) - target.astype(jnp.float32)) * cols
   per_patch = err.sum(-1) / jnp.maximum(cols.sum(-1), 1.0)
   return masked_mean(per_patch, token_mask)

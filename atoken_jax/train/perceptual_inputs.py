@@ -66,8 +66,8 @@ def teacher_inputs(images: jax.Array) -> Batch:
   """[N, size, size, 3] -> a packed batch (one image per row) for a SigLIP2-shaped encoder."""
   n, size = images.shape[0], images.shape[1]
   g = size // P
+  # frame 0 only (768 wide): the encoder reads no zero frames (`atoken.patch_width`)
   patches = images.reshape(n, g, P, g, P, 3).transpose(0, 1, 3, 2, 4, 5).reshape(n, g * g, -1)
-  patches = jnp.pad(patches, ((0, 0), (0, 0), (0, config_lib.PATCH_DIM - patches.shape[-1])))
   coords = np.stack(np.meshgrid(np.arange(g), np.arange(g), indexing="ij"), -1).reshape(-1, 2)
   coords = np.concatenate([np.zeros((g * g, 1)), coords, np.zeros((g * g, 1))], 1)
   row_w, col_w = position_weights(coords.astype(np.int32))

@@ -110,7 +110,8 @@ class TokenizerTask:
     st = metrics_lib.batch_stats(host, self.model_cfg.attention_impl)
     return Work(tokens=st["tokens"], pairs_needed=st["attn_pairs"],
                 pairs_computed=st["attn_pairs_computed"],
-                flops=metrics_lib.train_flops(self.model_cfg, st["tokens"], st["attn_pairs"]))
+                flops=metrics_lib.train_flops(self.model_cfg, st["tokens"], st["attn_pairs"],
+                                              host.patches.shape[-1]))
 
   def initialize(self, loop, state):
     """A fresh run starts from the previous stage, or SigLIP2, as configured."""
@@ -170,7 +171,9 @@ class TokenizerTask:
       return
     coords = host.coords[0][mask]
     grid = (1, int(coords[:, 1].max()) + 1, int(coords[:, 2].max()) + 1)
-    seq = tokens_lib.TokenSeq(host.patches[0][mask], coords, "image", 1, grid)
-    pair = [tokens_lib.tokens_to_pixels(x, seq) for x in (seq.patches, rec[mask])]
+    seq = tokens_lib.TokenSeq(tokens_lib.full_width(host.patches[0][mask]), coords, "image", 1,
+                              grid)
+    pair = [tokens_lib.tokens_to_pixels(x, seq)
+            for x in (seq.patches, tokens_lib.full_width(rec[mask]))]
     loop.writer.image(step, "reconstruction/image_recon",
                       (np.concatenate(pair, 1) + 1.0) / 2.0)
