@@ -40,8 +40,8 @@ def _pil_from_array(pixels) -> Image.Image:
   return Image.fromarray(x)
 
 
-def decode_image(record: dict, size_for: Optional[Callable[[int, int], tuple]] = None
-                 ) -> Image.Image:
+def decode_image(record: dict, size_for: Optional[Callable[[int, int], tuple]] = None,
+                 cache: Optional[image_decode.DecodedCache] = None) -> Image.Image:
   """An "image" record ({"bytes"} encoded file, or {"pixels"} uint8 array) -> RGB PIL image.
 
   Encoded files go through `image_decode.decode_rgb` (16-bit / float / palette / alpha / CMYK /
@@ -53,6 +53,7 @@ def decode_image(record: dict, size_for: Optional[Callable[[int, int], tuple]] =
       upright size read from the file header before the pixels are decoded; a JPEG is then
       decoded at the smallest power-of-two reduction that still covers the target (DCT
       scaling: much faster for large photos, same result after the resize that follows).
+    cache: optional `image_decode.DecodedCache` of decoded files (encoded records only).
   """
   if record.get("kind") != "image":
     raise BadData("wrong_kind", f"expected an image record, got {record.get('kind')!r}")
@@ -64,7 +65,7 @@ def decode_image(record: dict, size_for: Optional[Callable[[int, int], tuple]] =
       size_for(img.height, img.width)
     return image_decode.to_rgb(img)
   try:
-    return image_decode.decode_rgb(record.get("bytes", b""), size_for)
+    return image_decode.decode_rgb(record.get("bytes", b""), size_for, cache=cache)
   except image_decode.ImageDecodeError as e:
     raise BadData(e.reason, str(e)) from None
 

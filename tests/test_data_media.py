@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_pipelines import decode, folder_source, prepare, transforms
+from data_pipelines import decode, folder_source, image_decode, prepare, transforms
 
 
 def _image(data: bytes) -> np.ndarray:
@@ -83,6 +83,33 @@ def test_exif_orientation_turns_the_picture_upright(orientation, turn):
   sizes = []
   decode.decode_image({"kind": "image", "bytes": data}, lambda h, w: sizes.append((h, w)) or (h, w))
   assert sizes == [expected.shape[:2]]
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_cached_decode_is_the_fresh_decode_and_the_cache_stays_in_its_bound(fmt):
+  rng = np.random.default_rng(0)
+  exif = Image.Exif()
+  exif[0x0112] = 6  # stored sideways: the cache must hold the upright picture and header size
+  files = [_saved(Image.fromarray(rng.integers(0, 255, (60, 90, 3), np.uint8)), fmt,
+                  exif=exif.tobytes()) for _ in range(3)]
+  one = 90 * 60 * 3
+  cache = image_decode.DecodedCache(2 * one)  # room for two full-size pictures
+
+  def read(data, cache):
+    sizes = []
+    img = decode.decode_image({"kind": "image", "bytes": data},
+                              lambda h, w: sizes.append((h, w)) or (h, w), cache)
+    return np.asarray(img), sizes
+
+  for data in files + files[1:]:  # the last two reads find files 1 and 2
+    got, sizes = read(data, cache)
+    want, want_sizes = read(data, None)
+    np.testing.assert_array_equal(got, want)
+    assert sizes == want_sizes == [(90, 60)]
+  assert (cache.hits, cache.misses) == (2, 3)
+  assert len(cache._items) == 2  # pylint: disable=protected-access  # file 0 was evicted
+  read(files[0], cache)
+  assert cache.misses == 4
 
 
 def _animation(fmt: str, levels, durations_ms) -> bytes:
