@@ -92,6 +92,9 @@ def stage_defaults(stage: int = 1, preset: str = "tiny") -> ml_collections.Confi
       caption_key="",  # e.g. "captions/text" (a list: one is drawn per sample); "" = none
       name_key=""))  # feature naming the sample in bad-data reports; "" = "<name>#<index>"
 
+  # decoded pictures and clips kept per worker for the next epoch, in MiB (0 = decode every
+  # read; `decoded_cache`): worth it when a task's data fits, as the bundled data does
+  c.decoded_cache_mb = 64 if tiny else 0
   c.tile_latent_frames = 4  # temporal tile (spec §1.4)
   c.attention_block = 128 if tiny else 512  # tokens per attention block (CPU 128, GPU/TPU 512)
   c.kv_cache_frames = 0  # = model.decoder_kv_cache_frames (the table covers the decoder's cache)
@@ -103,10 +106,7 @@ def stage_defaults(stage: int = 1, preset: str = "tiny") -> ml_collections.Confi
       min_side=32 if tiny else 64,  # longer side after resize ~ U[min_side, max_side] px
       max_side=128 if tiny else IMAGE_MAX_SIDE[stage],
       allow_upscale=True,  # False: never enlarge (the side is capped at the source's)
-      hflip=True,  # random horizontal flip (off when captions may say left/right)
-      # decoded pictures kept per worker for the next epoch, in MiB (0 = decode every read):
-      # worth it when the image data fits (the bundled data's 15 photos: ~10 MiB)
-      decoded_cache_mb=64 if tiny else 0))
+      hflip=True))  # random horizontal flip (off when captions may say left/right)
   c.video = ml_collections.ConfigDict(dict(
       min_side=32 if tiny else 64,
       max_side=96 if tiny else VIDEO_MAX_SIDE[stage],

@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from data_pipelines import assets3d, image_decode, video_decode, voxelize
+from data_pipelines import assets3d, decoded_cache, image_decode, video_decode, voxelize
 
 
 class BadData(Exception):
@@ -41,7 +41,7 @@ def _pil_from_array(pixels) -> Image.Image:
 
 
 def decode_image(record: dict, size_for: Optional[Callable[[int, int], tuple]] = None,
-                 cache: Optional[image_decode.DecodedCache] = None) -> Image.Image:
+                 cache: Optional[decoded_cache.DecodedCache] = None) -> Image.Image:
   """An "image" record ({"bytes"} encoded file, or {"pixels"} uint8 array) -> RGB PIL image.
 
   Encoded files go through `image_decode.decode_rgb` (16-bit / float / palette / alpha / CMYK /
@@ -53,7 +53,7 @@ def decode_image(record: dict, size_for: Optional[Callable[[int, int], tuple]] =
       upright size read from the file header before the pixels are decoded; a JPEG is then
       decoded at the smallest power-of-two reduction that still covers the target (DCT
       scaling: much faster for large photos, same result after the resize that follows).
-    cache: optional `image_decode.DecodedCache` of decoded files (encoded records only).
+    cache: optional `decoded_cache.DecodedCache` of decoded files (encoded records only).
   """
   if record.get("kind") != "image":
     raise BadData("wrong_kind", f"expected an image record, got {record.get('kind')!r}")
@@ -78,7 +78,8 @@ def decode_png_views(blobs: Sequence[bytes]) -> np.ndarray:
     raise BadData(e.reason, f"view: {e}") from None
 
 
-def video_frames(record: dict, choose: Callable[[int, float], Sequence[int]]
+def video_frames(record: dict, choose: Callable[[int, float], Sequence[int]],
+                 cache: Optional[decoded_cache.DecodedCache] = None
                  ) -> tuple[list[np.ndarray], float]:
   """A "video" record -> (frames at the chosen timeline ticks as uint8 [H, W, 3], fps).
 
@@ -90,6 +91,9 @@ def video_frames(record: dict, choose: Callable[[int, float], Sequence[int]]
     record: {"bytes": encoded file} or {"frames": uint8 [T, H, W, 3], "fps"}.
     choose: (number of ticks, fps) -> sorted tick indices to keep; raises BadData when it
       cannot. For a constant-rate video ticks are frames.
+    cache: optional `decoded_cache.DecodedCache`: an encoded file is decoded whole once (every
+      tick) and later reads select from it. A file that does not decode whole (e.g. truncated)
+      is decoded per read as without a cache, so the result never differs.
   """
   if record.get("kind") != "video":
     raise BadData("wrong_kind", f"expected a video record, got {record.get('kind')!r}")
@@ -100,8 +104,22 @@ def video_frames(record: dict, choose: Callable[[int, float], Sequence[int]]
                     f"{frames.shape}")
     fps = float(record.get("fps", 30.0))
     return [frames[i] for i in _checked(choose(len(frames), fps), len(frames))], fps
+  data = record.get("bytes", b"")
+  if cache is not None and data:
+    key = ("video", decoded_cache.digest(data))
+    whole = cache.get(key)
+    if whole is None:
+      try:
+        frames, fps = video_decode.decode_frames(data, lambda total, fps: range(total))
+        whole = (np.stack(frames), fps)
+      except (video_decode.VideoDecodeError, ValueError):
+        whole = False  # not decodable whole: per read below, exactly as without a cache
+      cache.put(key, whole, whole[0].nbytes if whole else 0)
+    if whole:
+      frames, fps = whole
+      return [frames[i] for i in _checked(choose(len(frames), fps), len(frames))], fps
   try:
-    return video_decode.decode_frames(record.get("bytes", b""), choose)
+    return video_decode.decode_frames(data, choose)
   except video_decode.VideoDecodeError as e:
     raise BadData(e.reason, str(e)) from None
 

@@ -18,14 +18,14 @@ evaluation, NeRF renders, animated GIF/WebP frames) goes through `open_upright` 
 """
 from __future__ import annotations
 
-import collections
-import hashlib
 import io
 import warnings
 from typing import Callable, Optional
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from data_pipelines import decoded_cache
 
 _EXIF_ORIENTATION = 0x0112
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -60,41 +60,8 @@ def is_animated(source: bytes | str) -> bool:
     return False
 
 
-class DecodedCache:
-  """Decoded pictures kept for reuse, the least recently used dropped past `max_bytes`: for a
-  dataset that fits in memory and is read again every epoch (the bundled data). An entry is
-  keyed by the file's digest and the size it decodes at (a JPEG's DCT reduction), so a hit
-  returns exactly what decoding would. Entries are shared: callers must not modify them."""
-
-  def __init__(self, max_bytes: int):
-    self.max_bytes = int(max_bytes)
-    self._items: collections.OrderedDict = collections.OrderedDict()
-    self._bytes = 0
-    self.hits = self.misses = 0
-
-  def get(self, key):
-    """(upright header size (H, W), image) or None."""
-    entry = self._items.get(key)
-    if entry is None:
-      self.misses += 1
-      return None
-    self._items.move_to_end(key)
-    self.hits += 1
-    return entry
-
-  def put(self, key, header_hw: tuple[int, int], img: Image.Image) -> None:
-    size = img.width * img.height * len(img.getbands())
-    if size > self.max_bytes or key in self._items:
-      return
-    self._items[key] = (header_hw, img)
-    self._bytes += size
-    while self._bytes > self.max_bytes:
-      _, (_, old) = self._items.popitem(last=False)
-      self._bytes -= old.width * old.height * len(old.getbands())
-
-
 def open_upright(data: bytes, size_for: Optional[Callable[[int, int], tuple]] = None,
-                 cache: Optional[DecodedCache] = None) -> Image.Image:
+                 cache: Optional[decoded_cache.DecodedCache] = None) -> Image.Image:
   """Encoded bytes -> loaded PIL image, EXIF orientation applied (any mode; see `to_rgb`).
 
   Args:
@@ -102,7 +69,8 @@ def open_upright(data: bytes, size_for: Optional[Callable[[int, int], tuple]] = 
     size_for: optional (height, width) -> (target height, target width), called with the
       upright size from the header before the pixels are decoded; a JPEG is then decoded at the
       smallest power-of-two DCT reduction that still covers the target.
-    cache: optional `DecodedCache` to read the decoded picture from, or add it to.
+    cache: optional `decoded_cache.DecodedCache` to read the decoded picture from, or add it
+      to (keyed by the file's digest and the size it decodes at: a JPEG's DCT reduction).
 
   Raises:
     ImageDecodeError: reason "empty_file", "empty_image", "too_large" (decompression bomb)
@@ -117,7 +85,7 @@ def open_upright(data: bytes, size_for: Optional[Callable[[int, int], tuple]] = 
       height, width = img.height, img.width
       if height == 0 or width == 0:
         raise ImageDecodeError("empty_image", f"size {img.size}")
-      digest = hashlib.blake2b(data, digest_size=16).digest() if cache is not None else b""
+      digest = decoded_cache.digest(data) if cache is not None else b""
       if cache is not None and img.format != "JPEG":  # one decoded size: look before decoding
         hit = cache.get((digest, None))               # (a PNG's EXIF sits after its pixels)
         if hit is not None:
@@ -138,7 +106,7 @@ def open_upright(data: bytes, size_for: Optional[Callable[[int, int], tuple]] = 
       img.load()
       img = ImageOps.exif_transpose(img)
       if cache is not None:
-        cache.put(key, header_hw, img)
+        cache.put(key, (header_hw, img), img.width * img.height * len(img.getbands()))
       return img
   except ImageDecodeError:
     raise
@@ -211,7 +179,8 @@ def to_rgb(img: Image.Image, background: int = 255) -> Image.Image:
 
 
 def decode_rgb(data: bytes, size_for: Optional[Callable[[int, int], tuple]] = None,
-               background: int = 255, cache: Optional[DecodedCache] = None) -> Image.Image:
+               background: int = 255, cache: Optional[decoded_cache.DecodedCache] = None
+               ) -> Image.Image:
   """Encoded bytes -> upright 8-bit RGB PIL image (`open_upright` then `to_rgb`)."""
   img = open_upright(data, size_for, cache)
   try:

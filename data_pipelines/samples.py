@@ -20,7 +20,7 @@ import numpy as np
 
 from atoken_jax.config import PATCH_HW, PATCH_T
 from atoken_jax.tokens import TokenSeq, Voxels, to_tokens
-from data_pipelines import decode, image_decode, records, text, transforms, voxelize
+from data_pipelines import decode, decoded_cache, records, text, transforms, voxelize
 from data_pipelines.config import MODALITY_IDS, TASK_IDS
 
 MODALITIES = {v: k for k, v in MODALITY_IDS.items()}
@@ -75,12 +75,12 @@ class SampleFn:
     self.image_cfg, self.video_cfg, self.voxel_cfg = cfg.image, cfg.video, cfg.voxels
     self.text_required = bool(cfg.text.required)
     self.tokenizer = text.make_tokenizer(cfg.text.tokenizer, int(cfg.text.text_len))
-    cache_mb = float(self.image_cfg.get("decoded_cache_mb", 0))
-    self._decoded = image_decode.DecodedCache(int(cache_mb * 2 ** 20)) if cache_mb > 0 else None
+    cache_mb = float(cfg.get("decoded_cache_mb", 0))
+    self._decoded = (decoded_cache.DecodedCache(int(cache_mb * 2 ** 20)) if cache_mb > 0
+                     else None)
 
-  def __getstate__(self):  # each worker builds its own cache
-    return {**self.__dict__, "_decoded": None if self._decoded is None else
-            image_decode.DecodedCache(self._decoded.max_bytes)}
+  def __getstate__(self):  # each worker starts with an empty cache of its own
+    return {**self.__dict__, "_decoded": self._decoded and self._decoded.fresh()}
 
   def __call__(self, element, rng: np.random.Generator) -> Processed:
     record_id, modality, raw = element
@@ -141,7 +141,7 @@ class SampleFn:
         return transforms.fps_frame_indices(total, fps, cfg.fps, int(cfg.max_frames))
       return transforms.stride_frame_indices(rng, total, cfg.strides, int(cfg.max_frames))
 
-    frames, _ = decode.video_frames(record, choose)
+    frames, _ = decode.video_frames(record, choose, self._decoded)
     h, w = frames[0].shape[:2]
     if h == 0 or w == 0:
       raise decode.BadData("empty_image", f"frame size {h}x{w}")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_pipelines import decode, folder_source, image_decode, prepare, transforms
+from data_pipelines import decode, decoded_cache, folder_source, prepare, transforms
 
 
 def _image(data: bytes) -> np.ndarray:
@@ -93,7 +93,7 @@ def test_a_cached_decode_is_the_fresh_decode_and_the_cache_stays_in_its_bound(fm
   files = [_saved(Image.fromarray(rng.integers(0, 255, (60, 90, 3), np.uint8)), fmt,
                   exif=exif.tobytes()) for _ in range(3)]
   one = 90 * 60 * 3
-  cache = image_decode.DecodedCache(2 * one)  # room for two full-size pictures
+  cache = decoded_cache.DecodedCache(2 * one)  # room for two full-size pictures
 
   def read(data, cache):
     sizes = []
@@ -107,7 +107,7 @@ def test_a_cached_decode_is_the_fresh_decode_and_the_cache_stays_in_its_bound(fm
     np.testing.assert_array_equal(got, want)
     assert sizes == want_sizes == [(90, 60)]
   assert (cache.hits, cache.misses) == (2, 3)
-  assert len(cache._items) == 2  # pylint: disable=protected-access  # file 0 was evicted
+  assert len(cache) == 2  # file 0 was evicted
   read(files[0], cache)
   assert cache.misses == 4
 

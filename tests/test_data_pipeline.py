@@ -84,9 +84,9 @@ def test_same_seed_same_batches_and_another_seed_differs(folder):
 
 def test_the_decoded_picture_cache_changes_no_batch(folder):
   """Epochs 2+ read decoded pictures from the cache (PNG, WebP, and JPEGs at their DCT
-  reductions): every batch equals the one decoded afresh."""
-  cached = take(build_task_iterator(image_cfg(folder, **{"image.decoded_cache_mb": 64})), 12)
-  fresh = take(build_task_iterator(image_cfg(folder, **{"image.decoded_cache_mb": 0})), 12)
+  reductions): every batch equals the one decoded afresh. (Clips: the video test below.)"""
+  cached = take(build_task_iterator(image_cfg(folder, decoded_cache_mb=64)), 12)
+  fresh = take(build_task_iterator(image_cfg(folder, decoded_cache_mb=0)), 12)
   assert_batches_equal(cached, fresh)
 
 
@@ -162,6 +162,19 @@ def test_videos_clip_lengths_bad_videos_and_splitting_long_clips(folder):
   assert (shapes[:, 1:] == [48, 64]).all()
   lengths = np.concatenate([b.sample_lengths[b.sample_index >= 0] for b in batches])
   assert (lengths <= 24).all() and (lengths == shapes[:, 0] // 4 * 12).all()
+
+
+def test_the_decoded_clip_cache_changes_no_batch_nor_bad_data_count(folder):
+  """Each video decodes whole once and later reads pick their frames from it; the short and
+  the corrupt file are reported as without the cache."""
+  runs = []
+  for mb in (64, 0):
+    cfg = video_cfg(folder, max_frames=8, strides=(1, 2, 3))
+    cfg.row_len, cfg.decoded_cache_mb = 64, mb
+    it = build_task_iterator(cfg)
+    runs.append((take(it, 10), dict(it.stats.bad)))
+  assert_batches_equal(runs[0][0], runs[1][0])
+  assert runs[0][1] == runs[1][1] and runs[0][1].get("too_few_frames")
 
 
 def test_understanding_videos_are_sampled_at_1_fps(folder):
