@@ -1,7 +1,7 @@
 # atoken-jax: `make install` once (or let `make train` / `make test` do it), then train or test.
 PY ?= .venv/bin/python
 VENV_STAMP := .venv/.installed
-WORKDIR ?= workdirs/tiny_stage1
+WORKDIR ?= workdirs/tiny
 export XLA_PYTHON_CLIENT_PREALLOCATE ?= false
 
 .PHONY: install train curriculum test test-slow test-wheel lint bench bench-ml-atoken clean
@@ -15,9 +15,12 @@ $(VENV_STAMP): setup.cfg pyproject.toml
 
 install: $(VENV_STAMP)
 
-# The main job on the bundled default data, tiny preset, on CPU.
+# The main job on the bundled default data, tiny preset, on CPU: stage 1 (photos, latent 32),
+# then stage 2 from it (+ clips, latent 48); each ends with its held-out report.
 train: $(VENV_STAMP)
-	$(PY) -m atoken_jax.train --config=experiments/stage1_image.py:tiny --workdir=$(WORKDIR)
+	$(PY) -m atoken_jax.train --config=experiments/stage1_image.py:tiny --workdir=$(WORKDIR)/stage1
+	$(PY) -m atoken_jax.train --config=experiments/stage2_video.py:tiny --workdir=$(WORKDIR)/stage2 \
+	    --config.init.previous_stage=$(WORKDIR)/stage1
 
 # Stage 1 -> 2 -> 3 -> 4 tiny on the bundled data, a held-out report after each stage.
 curriculum: $(VENV_STAMP)

@@ -32,8 +32,8 @@ def base(preset: str) -> ml_collections.ConfigDict:
   c.seed = 0
   c.total_steps = 200_000
   c.log_every = 5 if tiny else 50
-  c.ckpt_every = 100 if tiny else 2_000
-  c.image_every = 20 if tiny else 1_000  # original | reconstruction to TensorBoard (0 = off)
+  c.ckpt_every = 500 if tiny else 2_000
+  c.image_every = 100 if tiny else 1_000  # original | reconstruction to TensorBoard (0 = off)
   c.eval_every = 0  # run `eval_config` (an `atoken eval` config, FILE[:arg]) every N steps
   c.eval_config = ""
   c.keep = 3
