@@ -77,10 +77,7 @@ class SampleFn:
     self.tokenizer = text.make_tokenizer(cfg.text.tokenizer, int(cfg.text.text_len))
     cache_mb = float(cfg.get("decoded_cache_mb", 0))
     self._decoded = (decoded_cache.DecodedCache(int(cache_mb * 2 ** 20)) if cache_mb > 0
-                     else None)
-
-  def __getstate__(self):  # each worker starts with an empty cache of its own
-    return {**self.__dict__, "_decoded": self._decoded and self._decoded.fresh()}
+                     else None)  # per worker: it pickles empty
 
   def __call__(self, element, rng: np.random.Generator) -> Processed:
     record_id, modality, raw = element

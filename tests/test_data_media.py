@@ -3,6 +3,7 @@ pictures, animated GIF/WebP as video, variable-frame-rate video sampled by time,
 folders (and loops). Every file is written here by Pillow or PyAV."""
 import io
 import os
+import pickle
 from fractions import Fraction
 
 import numpy as np
@@ -110,6 +111,8 @@ def test_a_cached_decode_is_the_fresh_decode_and_the_cache_stays_in_its_bound(fm
   assert len(cache) == 2  # file 0 was evicted
   read(files[0], cache)
   assert cache.misses == 4
+  copy = pickle.loads(pickle.dumps(cache))  # what a new worker process receives
+  assert len(copy) == 0 and copy.max_bytes == cache.max_bytes
 
 
 def _animation(fmt: str, levels, durations_ms) -> bytes:
