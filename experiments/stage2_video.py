@@ -24,7 +24,7 @@ def get_config(arg: str = "so400m"):
                                   "video_understand": 1, "video_recon": 6})
   if tiny:  # per step two micro-batches of 4 rows x 256 tokens of photos (~80) and one of 3
     # rows of clips (~15 of 8 frames): the photos need the extra signal to beat PCA-48 within
-    # `make train` (bench/RESULTS.md, "Held-out clips vs PCA")
+    # `make train` (bench/RESULTS.md, "make train: stage 1 + stage 2")
     c.tasks = common.tasks(2, arg, {"image_recon": 2, "image_understand": 1,
                                     "video_understand": 1, "video_recon": 1})
     c.tasks.image_recon.data.batch_rows = 4
