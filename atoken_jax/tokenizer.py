@@ -233,9 +233,7 @@ class Tokenizer:
 def _frame_padded(patches: np.ndarray, seq: tokens_lib.TokenSeq) -> np.ndarray:
   """[n, 3072] decoded patches: a single-frame sample's frames 1-3 zero, whether its call
   decoded only frame 0 (768 wide) or all four."""
-  if seq.kind == "video":
-    return patches
-  return tokens_lib.full_width(patches[:, :config_lib.FRAME_PATCH_DIM])
+  return tokens_lib.full_width(patches[:, :tokens_lib.real_width(seq.kind)])
 
 
 def _describe(x) -> str:

@@ -82,6 +82,12 @@ class TokenSeq:
 # --------------------------------------------------------------------------- patchify
 
 
+def real_width(kind: str) -> int:
+  """The patch values that carry data: all 4 frames of a video's patch, frame 0 of an image's
+  (time-padded) or a voxel's (zero-padded); the rest is zero padding."""
+  return PATCH_DIM if kind == "video" else FRAME_PATCH_DIM
+
+
 def full_width(patches: np.ndarray) -> np.ndarray:
   """[n, 3072] patches from [n, 3072] or frame-0 [n, 768] ones (frames 1-3 zero)."""
   if patches.shape[-1] == PATCH_DIM:

@@ -200,7 +200,7 @@ def inference_flops(cfg, inputs) -> float:
   total = 0.0
   for x in inputs:
     seq = tokens.to_tokens(x)
-    width = 3072 if seq.kind == "video" else 768  # a single-frame sample needs frame 0 only
+    width = tokens.real_width(seq.kind)  # a single-frame sample needs frame 0 only
     total += len(seq) * cfg.flops_per_token(seq_len=len(seq), patch_dim=width)
   return total
 
@@ -261,12 +261,12 @@ def _their_train_rate(mla, weights, cfg_path, batch, steps: int, kl_weight: floa
                       rec_weight: float, device: str = "cpu") -> float:
   """A plain PyTorch loop around their model: tokens/s of one L1 + KL step with AdamW."""
   import torch  # pylint: disable=import-outside-toplevel
+  from atoken_jax import tokens  # pylint: disable=import-outside-toplevel
   model = mla.ATokenWrapper(cfg_path, weights).model.train().to(device)
   sync = torch.cuda.synchronize if device.startswith("cuda") else lambda: None
   real = batch.segment_ids > 0
   # ml-atoken reads 3072-wide patches; our image batch carries frame 0 (frames 1-3 are zero)
-  width = batch.patches.shape[-1]
-  feats = torch.from_numpy(np.pad(batch.patches[real], ((0, 0), (0, 3072 - width))))
+  feats = torch.from_numpy(tokens.full_width(batch.patches[real]))
   b = (batch.segment_ids[real] - 1).astype(np.int32)  # one sample per segment (images)
   coords = np.concatenate([b[:, None], batch.coords[real]], 1)
   x = mla.SparseTensor(feats=feats.to(device), coords=torch.from_numpy(coords).int().to(device))

@@ -175,11 +175,11 @@ def test_total_is_the_sum_of_weight_times_term():
   assert float(loss) == pytest.approx(0.7 * 3.0) and float(groups["sem"]) == 3.0
 
 
-def test_the_loss_of_every_kind_is_sum_of_weight_times_its_reported_terms():
-  """The real loss function (tiny model, random frozen LPIPS / teacher / text tower) on
-  synthetic batches: every active term is reported and the loss is Σ weight·term."""
+def _tiny_objective(**loss):
+  """(cfg, model cfg, frozen spec, frozen nets (random weights), fresh params) of the tiny
+  preset with these loss weights."""
   cfg = common.base("tiny")
-  cfg.loss.update(rec=0.3, sem=0.8, kl=1e-2, l1=1.0, lpips=2.0, gram=5.0, clip=0.5)
+  cfg.loss.update(**loss)
   model_cfg = tokenizer_state.model_config_from(cfg)
   spec, frozen = frozen_lib.load(cfg, model_cfg, seed=0)
   model = atoken_model.AToken(model_cfg)
@@ -188,16 +188,31 @@ def test_the_loss_of_every_kind_is_sum_of_weight_times_its_reported_terms():
                                               "mean")["params"]),
             "siglip": {"logit_scale": jnp.float32(math.log(10.0)),
                        "logit_bias": jnp.float32(-10.0)}}
+  return cfg, model_cfg, spec, frozen, params
+
+
+def _synthetic_batch(cfg, kind, rows: int, **data_kw):
+  """Synthetic images packed as the pipeline would for `kind` (with the perceptual resize
+  weights its loss needs)."""
+  canvas = perceptual_inputs.data_canvas(cfg.loss, ml_collections.ConfigDict(dict(
+      perceptual=dict(size=0, max_side=0))), kind.modality).perceptual
+  return next(synthetic_data.SyntheticImages(rows=rows, perceptual=(canvas.size,
+                                                                    canvas.max_side),
+                                             **data_kw))
+
+
+def test_the_loss_of_every_kind_is_sum_of_weight_times_its_reported_terms():
+  """The real loss function (tiny model, random frozen LPIPS / teacher / text tower) on
+  synthetic batches: every active term is reported and the loss is Σ weight·term."""
+  cfg, model_cfg, spec, frozen, params = _tiny_objective(
+      rec=0.3, sem=0.8, kl=1e-2, l1=1.0, lpips=2.0, gram=5.0, clip=0.5)
   loss_fn = jax.jit(objective.make_loss_fn(model_cfg, cfg.loss, spec), static_argnums=4)
   cases = [(objective.TaskKind("image", "reconstruction"), dict(seed=1)),
            (objective.TaskKind("image", "understanding"), dict(seed=2, understanding=True)),
            (objective.TaskKind("video", "understanding"), dict(seed=3, understanding=True,
                                                                modality=1))]
   for kind, data_kw in cases:
-    canvas = perceptual_inputs.data_canvas(cfg.loss, ml_collections.ConfigDict(dict(
-        perceptual=dict(size=0, max_side=0))), kind.modality).perceptual
-    batch = next(synthetic_data.SyntheticImages(rows=4, perceptual=(canvas.size,
-                                                                    canvas.max_side), **data_kw))
+    batch = _synthetic_batch(cfg, kind, rows=4, **data_kw)
     assert (batch.image_rows is not None) == (kind.modality == "image")
     loss, metrics = loss_fn(params, frozen, batch, jax.random.PRNGKey(1), kind)
     terms = objective.active_terms(kind, model_cfg, cfg.loss, spec)
@@ -214,21 +229,10 @@ def test_a_frame0_batch_trains_exactly_as_its_four_frame_twin():
   """Images carry only frame 0 (768 wide; `atoken.patch_width`): the loss, every term and the
   gradient of every parameter equal those of the same batch with frames 1-3 as zero padding
   (3072 wide), so leaving the padding out changes nothing but the work."""
-  cfg = common.base("tiny")
-  cfg.loss.update(rec=0.3, kl=1e-2, l1=1.0, lpips=2.0, gram=5.0, clip=0.5)
-  model_cfg = tokenizer_state.model_config_from(cfg)
-  spec, frozen = frozen_lib.load(cfg, model_cfg, seed=0)
-  model = atoken_model.AToken(model_cfg)
-  params = {"model": nn.meta.unbox(model.init({"params": jax.random.PRNGKey(0)},
-                                              packing.empty_batch(1, 16, 1),
-                                              "mean")["params"]),
-            "siglip": {"logit_scale": jnp.float32(math.log(10.0)),
-                       "logit_bias": jnp.float32(-10.0)}}
+  cfg, model_cfg, spec, frozen, params = _tiny_objective(
+      rec=0.3, kl=1e-2, l1=1.0, lpips=2.0, gram=5.0, clip=0.5)
   kind = objective.TaskKind("image", "reconstruction")
-  canvas = perceptual_inputs.data_canvas(cfg.loss, ml_collections.ConfigDict(dict(
-      perceptual=dict(size=0, max_side=0))), kind.modality).perceptual
-  narrow = next(synthetic_data.SyntheticImages(rows=2, perceptual=(canvas.size,
-                                                                   canvas.max_side), seed=4))
+  narrow = _synthetic_batch(cfg, kind, rows=2, seed=4)
   assert narrow.patches.shape[-1] == F0
   wide = narrow.replace(patches=np.pad(narrow.patches, ((0, 0), (0, 0), (0, 3 * F0))))
   loss_fn = objective.make_loss_fn(model_cfg, cfg.loss, spec)

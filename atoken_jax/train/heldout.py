@@ -24,7 +24,6 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from atoken_jax import config as config_lib
 from atoken_jax import metrics
 from atoken_jax import tokens as tokens_lib
 from atoken_jax.atomic_write import write_atomic
@@ -126,13 +125,11 @@ class PCA:
 def _patch_rows(x: Any) -> tuple[np.ndarray, tokens_lib.TokenSeq]:
   """An image / clip / Voxels -> (its tokens' real values [n, D], the TokenSeq)."""
   seq = tokens_lib.to_tokens(x)
-  width = config_lib.PATCH_DIM if seq.kind == "video" else config_lib.FRAME_PATCH_DIM
-  return np.asarray(seq.patches[:, :width]), seq
+  return np.asarray(seq.patches[:, :tokens_lib.real_width(seq.kind)]), seq
 
 
 def _from_rows(rows: np.ndarray, seq: tokens_lib.TokenSeq):
-  full = np.zeros((len(rows), config_lib.PATCH_DIM), np.float32)
-  full[:, :rows.shape[1]] = rows
+  full = tokens_lib.full_width(np.asarray(rows, np.float32))
   if seq.kind == "voxels":
     return tokens_lib.tokens_to_voxels(full, seq)
   return tokens_lib.tokens_to_pixels(full, seq)
