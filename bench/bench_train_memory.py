@@ -29,7 +29,7 @@ def compiled_memory(cfg, devices, rows, row_len, slots=8):
   t = tokenizer_state.state_template(cfg, mesh)
   spec = frozen.FrozenSpec(None, None, None)
   loss_fn = objective.make_loss_fn(t.model_cfg, cfg.loss, spec)
-  fns = step.StepFns(loss_fn, t.tx, cfg.optim.ema_decay, t.shardings,
+  fns = step.StepFns(loss_fn, t.optimizer, t.shardings,
                      lambda nd: sharding.batch_sharding(mesh, nd), t.abstract_state.params, {})
   sds = lambda shape, dt: jax.ShapeDtypeStruct(shape, dt)
   batch = dict(patches=sds((rows, row_len, 3072), jnp.float32),

@@ -12,15 +12,22 @@ replaced by `_FlashAttnStandIn`: per-segment softmax attention over `cu_seqlens`
 
 Inference: real photos (skimage) resized to mixed sizes and procedural clips (camera moves over
 them, as the bundled dataset makes them); encode (posterior mean) + decode, one sample per call
-and all in one call; best of --repeats, compile / warm-up excluded. Ours is the user path
-(`Tokenizer.encode` + `decode`, host tokenisation and packing included); theirs is
-`ATokenWrapper.image_video_to_sparse_tensor` + `encode` + `decode(training=False)`. The max |Δ|
-column compares the two reconstructions (same weights, float32) on the values each keeps: all 4
-frames of a clip, frame 0 of an image (ml-atoken decodes frames 1-3 of an image and discards
-them; we do not compute them): a check that both did the same computation.
+and all in one call. Ours is the user path (`Tokenizer.encode` + `decode`, host tokenisation and
+packing included); theirs is `ATokenWrapper.image_video_to_sparse_tensor` + `encode` +
+`decode(training=False)`.
+
+Timing: this box's speed drifts by up to 2x within minutes, so the two sides run interleaved,
+one call each per round (--repeats rounds of inference, --train-steps rounds of train steps,
+after a warm-up call each that compiles ours; the order flips every round). The table gives each
+side's median tokens/s and ours / theirs per round (their time over ours in the same round):
+the median and the range.
+
+The max |Δ| column compares the two reconstructions (same weights, float32) on the values each
+keeps: all 4 frames of a clip, frame 0 of an image (ml-atoken decodes frames 1-3 of an image
+and discards them; we do not compute them): a check that both did the same computation.
 
 Train step: rows of 16 and of 64 images of 128^2 (1,024 and 4,096 tokens), L1 + KL, AdamW,
-float32. Ours: `bench_train_step.measure` (the real trainer's step, the preset's remat policy
+float32. Ours: `bench_train_step.Step` (the real trainer's step, the preset's remat policy
 unless --remat says otherwise: "dots" recomputes what the PyTorch loop keeps). Theirs:
 a plain PyTorch loop (autograd, AdamW, grad-norm clip 1.0) around their `AutoencoderKL`.
 
@@ -188,10 +195,9 @@ def gemm_rate(width: int, mlp_dim: int, rows: int, repeats: int = 5) -> dict[str
   dot = jax.jit(lambda x, y: x @ y)
   on_xla = [(jax.device_put(a), jax.device_put(b)) for a, b in ab]
   on_torch = [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in ab]
-  xla = _best(lambda: [dot(a, b).block_until_ready() for a, b in on_xla], repeats)
-  with torch.no_grad():
-    tt = _best(lambda: [a @ b for a, b in on_torch], repeats)
-  return {"xla": flops / xla, "torch": flops / tt}
+  times = interleaved({"xla": lambda: [dot(a, b).block_until_ready() for a, b in on_xla],
+                       "torch": torch.no_grad()(lambda: [a @ b for a, b in on_torch])}, repeats)
+  return {name: flops / t.min() for name, t in times.items()}
 
 
 def inference_flops(cfg, inputs) -> float:
@@ -208,14 +214,30 @@ def inference_flops(cfg, inputs) -> float:
 # --------------------------------------------------------------------------- inference
 
 
-def _best(fn, repeats: int) -> float:
-  fn()  # warm-up (compiles ours)
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return min(times)
+def interleaved(fns: dict, rounds: int) -> dict[str, np.ndarray]:
+  """Seconds of each call of each fn over `rounds` rounds, every fn once per round (after one
+  warm-up call each, which compiles ours), the order reversed every other round. This box's
+  speed drifts by up to 2x within minutes, so only calls made side by side are compared."""
+  names = list(fns)
+  for name in names:
+    fns[name]()
+  times = {name: [] for name in names}
+  for r in range(rounds):
+    for name in (names if r % 2 == 0 else names[::-1]):
+      t0 = time.perf_counter()
+      fns[name]()
+      times[name].append(time.perf_counter() - t0)
+  return {name: np.asarray(t) for name, t in times.items()}
+
+
+def row(what: str, tokens: int, times: dict[str, np.ndarray], flops: float, diff=None) -> dict:
+  """A table row: median tokens/s of each side, and ours / theirs per round (their time over
+  ours in the same round): median and range."""
+  ratio = times["theirs"] / times["ours"]
+  return dict(what=what, tokens=tokens, ours=tokens / np.median(times["ours"]),
+              theirs=tokens / np.median(times["theirs"]), ratio=float(np.median(ratio)),
+              ratio_range=(float(ratio.min()), float(ratio.max())), rounds=len(ratio),
+              diff=diff, flops=flops)
 
 
 def inference(tok, mla, weights, cfg_path, inputs, repeats: int, device: str = "cpu"
@@ -246,20 +268,19 @@ def inference(tok, mla, weights, cfg_path, inputs, repeats: int, device: str = "
              for x, a, b in zip(inputs, ours(inputs), theirs(inputs)))
   rows = []
   for mode, calls in (("one sample per call", [[x] for x in inputs]), ("one batch", [inputs])):
-    t_ours = _best(lambda c=calls: [ours(xs) for xs in c], repeats)
-    t_theirs = _best(lambda c=calls: [theirs(xs) for xs in c], repeats)
-    rows.append(dict(what=f"encode+decode, {mode}", tokens=n_tokens, ours=n_tokens / t_ours,
-                     theirs=n_tokens / t_theirs, diff=diff,
-                     flops=inference_flops(tok.cfg, inputs)))
+    times = interleaved({"ours": lambda c=calls: [ours(xs) for xs in c],
+                         "theirs": lambda c=calls: [theirs(xs) for xs in c]}, repeats)
+    rows.append(row(f"encode+decode, {mode}", n_tokens, times, inference_flops(tok.cfg, inputs),
+                    diff))
   return rows
 
 
 # --------------------------------------------------------------------------- train step
 
 
-def _their_train_rate(mla, weights, cfg_path, batch, steps: int, kl_weight: float,
-                      rec_weight: float, device: str = "cpu") -> float:
-  """A plain PyTorch loop around their model: tokens/s of one L1 + KL step with AdamW."""
+def their_train_step(mla, weights, cfg_path, batch, kl_weight: float, rec_weight: float,
+                     device: str = "cpu"):
+  """A plain PyTorch loop's step around their model: one L1 + KL step with AdamW, synced."""
   import torch  # pylint: disable=import-outside-toplevel
   from atoken_jax import tokens  # pylint: disable=import-outside-toplevel
   model = mla.ATokenWrapper(cfg_path, weights).model.train().to(device)
@@ -283,18 +304,13 @@ def _their_train_rate(mla, weights, cfg_path, batch, steps: int, kl_weight: floa
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
-
-  step()
-  sync()
-  t0 = time.perf_counter()
-  for _ in range(steps):
-    step()
-  sync()
-  return int(real.sum()) / ((time.perf_counter() - t0) / steps)
+    sync()
+  return step
 
 
 def train(preset: str, mla, weights, cfg_path, steps: int, images_per_row: tuple[int, ...],
           device: str = "cpu", remat: str | None = None) -> list[dict]:
+  import jax  # pylint: disable=import-outside-toplevel
   import bench_train_step  # pylint: disable=import-outside-toplevel
   from atoken_jax import attention_blocks  # pylint: disable=import-outside-toplevel
   from atoken_jax.train import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
@@ -303,16 +319,19 @@ def train(preset: str, mla, weights, cfg_path, steps: int, images_per_row: tuple
   rows = []
   for per_row in images_per_row:
     batch = bench_train_step.grid_batch(1, 64 * per_row, 128)
-    r = bench_train_step.measure(preset, batch, steps=steps, dtype="float32", remat=remat)
-    theirs = _their_train_rate(mla, weights, cfg_path, batch, steps, float(loss.kl),
-                               float(loss.rec) * float(loss.l1), device)
-    rows.append(dict(what=f"train step, {per_row} x 128^2 images in one row (remat "
-                          f"{r['model_cfg'].remat})", tokens=r["tokens"], ours=r["tokens_s"],
-                     theirs=theirs, diff=None,
-                     flops=metrics_lib.train_flops(r["model_cfg"], r["tokens"],
-                                                   attention_blocks.pairs_needed(
-                                                       batch.segment_ids),
-                                                   batch.patches.shape[-1])))
+    ours = bench_train_step.Step(preset, batch, dtype="float32", remat=remat)
+    theirs = their_train_step(mla, weights, cfg_path, batch, float(loss.kl),
+                              float(loss.rec) * float(loss.l1), device)
+    times = interleaved({"ours": lambda s=ours: jax.block_until_ready(s()), "theirs": theirs},
+                        steps)
+    tokens = int((batch.segment_ids > 0).sum())
+    model_cfg = ours.task.model_cfg
+    rows.append(row(f"train step, {per_row} x 128^2 images in one row (remat {model_cfg.remat})",
+                    tokens, times,
+                    metrics_lib.train_flops(model_cfg, tokens,
+                                            attention_blocks.pairs_needed(batch.segment_ids),
+                                            batch.patches.shape[-1])))
+    del ours, theirs
   return rows
 
 
@@ -324,8 +343,8 @@ def main(argv=None) -> int:
   p.add_argument("--ml-atoken", required=True,
                  help="folder holding ml-atoken's atoken_inference/ (outside this repo)")
   p.add_argument("--preset", default="base")
-  p.add_argument("--repeats", type=int, default=3)
-  p.add_argument("--train-steps", type=int, default=2)
+  p.add_argument("--repeats", type=int, default=5, help="interleaved rounds of inference")
+  p.add_argument("--train-steps", type=int, default=4, help="interleaved rounds of train steps")
   p.add_argument("--images-per-row", type=int, nargs="*", default=[16, 64])
   p.add_argument("--skip-inference", action="store_true")
   p.add_argument("--skip-train", action="store_true")
@@ -352,8 +371,8 @@ def main(argv=None) -> int:
         "'limit' = the rows' analytic FLOPs at the faster of the two: no code on this machine "
         "runs them faster, so limit / theirs bounds ours / theirs.")
   print(f"\n{a.preset} preset, float32 (rows print as they finish)")
-  print("| what | real tokens | ours tokens/s | ml-atoken tokens/s | ours / theirs | "
-        "limit tokens/s | ours, theirs % of limit | max |Δ| |")
+  print("| what | real tokens | ours tokens/s | ml-atoken tokens/s | ours / theirs, median "
+        "[range] of rounds | limit tokens/s | ours, theirs % of limit | max |Δ| |")
   print("|---|---|---|---|---|---|---|---|", flush=True)
 
   def show(rows):
@@ -361,7 +380,8 @@ def main(argv=None) -> int:
       diff = "" if r["diff"] is None else f"{r['diff']:.1e}"
       at_limit = r["tokens"] / (r["flops"] / limit)
       print(f"| {r['what']} | {r['tokens']:,} | {r['ours']:,.0f} | {r['theirs']:,.0f} | "
-            f"{r['ours'] / r['theirs']:.2f} | {at_limit:,.0f} | {r['ours'] / at_limit:.0%}, "
+            f"{r['ratio']:.2f} [{r['ratio_range'][0]:.2f}-{r['ratio_range'][1]:.2f}] of "
+            f"{r['rounds']} | {at_limit:,.0f} | {r['ours'] / at_limit:.0%}, "
             f"{r['theirs'] / at_limit:.0%} | {diff} |", flush=True)
 
   with tempfile.TemporaryDirectory() as tmp:

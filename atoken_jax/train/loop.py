@@ -85,12 +85,11 @@ class Loop:
     self.frozen = jax.device_put(frozen, frozen_shardings)
     self.template = state_lib.StateTemplate(task.params_init, cfg.optim, cfg.total_steps,
                                             cfg.seed, self.mesh)
-    self.tx = self.template.tx
     self.abstract_state, self.state_shardings = (self.template.abstract_state,
                                                  self.template.shardings)
     # ---------------------------------------------------------------- step
     self.fns = step_lib.StepFns(
-        task.loss_fn(), self.tx, cfg.optim.ema_decay, self.state_shardings,
+        task.loss_fn(), self.template.optimizer, self.state_shardings,
         lambda nd: sharding_lib.batch_sharding(self.mesh, nd), frozen_shardings)
     # ---------------------------------------------------------------- checkpoints
     self.checkpointer = ckpt_lib.Checkpointer(os.path.join(self.workdir, "checkpoints"),

@@ -7,7 +7,6 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 from jax.sharding import Mesh
 
 from atoken_jax import sharding as sharding_lib
@@ -42,7 +41,7 @@ def state_shardings(init_fn: Callable[[], TrainState], mesh: Mesh, rules=None):
   return nn.meta.unbox(boxed), shardings
 
 
-def make_init_fn(params_init: Callable[[jax.Array], Any], tx: optax.GradientTransformation,
+def make_init_fn(params_init: Callable[[jax.Array], Any], optimizer: optimizer_lib.AdamW,
                  seed: int):
   """A function () -> boxed TrainState (logical partitioning metadata kept for sharding).
 
@@ -51,7 +50,7 @@ def make_init_fn(params_init: Callable[[jax.Array], Any], tx: optax.GradientTran
   def init() -> TrainState:
     rng = jax.random.PRNGKey(seed)
     params = params_init(jax.random.fold_in(rng, 1))
-    opt_state = tx.init(nn.meta.unbox(params))
+    opt_state = optimizer.init(nn.meta.unbox(params))
     zero = jnp.zeros((), jnp.int32)
     return TrainState(step=zero, params=params, opt_state=rebox_like(opt_state, params),
                       ema_params=params, rng=jax.random.fold_in(rng, 2), skipped=zero,
@@ -67,8 +66,8 @@ class StateTemplate:
   def __init__(self, params_init: Callable[[jax.Array], Any], optim_cfg, total_steps: int,
                seed: int, mesh: Mesh):
     plain = nn.meta.unbox(jax.eval_shape(params_init, jax.random.PRNGKey(0)))
-    self.tx = optimizer_lib.make_optimizer(optim_cfg, plain, total_steps)
-    init_fn = make_init_fn(params_init, self.tx, seed)
+    self.optimizer = optimizer_lib.AdamW(optim_cfg, plain, total_steps)
+    init_fn = make_init_fn(params_init, self.optimizer, seed)
     self.mesh = mesh
     self.abstract_state, self.shardings = state_shardings(init_fn, mesh)
     self._init = jax.jit(lambda: nn.meta.unbox(init_fn()), out_shardings=self.shardings)

@@ -23,10 +23,6 @@ def _tree_add(a, b):
   return jax.tree.map(jnp.add, a, b)
 
 
-def _all_finite(tree) -> jax.Array:
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
 def micro_step(loss_fn: LossFn, terms, grads_acc, metrics_acc, params, frozen, batch, rng):
   """grads_acc + d loss / d params, metrics_acc + metrics (sums; `update` averages). The first
   micro-batch of a step passes grads_acc=None: its gradients start the sum (no zero tree is
@@ -40,23 +36,17 @@ def micro_step(loss_fn: LossFn, terms, grads_acc, metrics_acc, params, frozen, b
   return (grads if grads_acc is None else _tree_add(grads_acc, grads)), metrics
 
 
-def update(tx: optax.GradientTransformation, ema_decay: float, state: TrainState, grads_sum,
-           num_micro: jax.Array):
+def update(opt: optimizer_lib.AdamW, state: TrainState, grads_sum, num_micro: jax.Array):
   """Averages the accumulated gradients and applies them, unless a value is not finite: then
   parameters, optimiser state and EMA stay as they were and the skip is counted."""
-  grads = jax.tree.map(lambda g: g / num_micro, grads_sum)
-  finite = _all_finite(grads)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  ema = optimizer_lib.ema_update(state.ema_params, params, ema_decay)
-  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  params, opt_state, ema, finite, grad_norm = opt.apply(state.params, state.opt_state,
+                                                        state.ema_params, grads_sum, num_micro)
   skipped = (~finite).astype(jnp.int32)
   new_state = state.replace(
-      step=state.step + 1, params=keep(params, state.params),
-      opt_state=keep(opt_state, state.opt_state), ema_params=keep(ema, state.ema_params),
+      step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
       skipped=state.skipped + skipped,
       consecutive_skipped=(state.consecutive_skipped + 1) * skipped)
-  stats = {"grad_norm": optax.global_norm(grads), "finite": finite.astype(jnp.float32),
+  stats = {"grad_norm": grad_norm, "finite": finite.astype(jnp.float32),
            "param_norm": optax.global_norm(new_state.params),
            "consecutive_skipped": new_state.consecutive_skipped,
            "skipped_total": new_state.skipped}
@@ -72,8 +62,8 @@ class StepFns:
   update(state, grads_acc, num_micro) -> (state, stats)
   """
 
-  def __init__(self, loss_fn: LossFn, tx: optax.GradientTransformation, ema_decay: float,
-               state_shardings: TrainState, batch_sharding: Callable[[int], NamedSharding],
+  def __init__(self, loss_fn: LossFn, opt: optimizer_lib.AdamW, state_shardings: TrainState,
+               batch_sharding: Callable[[int], NamedSharding],
                frozen_shardings=None):
     self._loss_fn = loss_fn
     self._batch_sharding = batch_sharding
@@ -83,7 +73,7 @@ class StepFns:
     self.frozen_shardings = frozen_shardings
     self._micro = {}
     self.update = jax.jit(
-        lambda s, g, n: update(tx, ema_decay, s, g, n),
+        lambda s, g, n: update(opt, s, g, n),
         in_shardings=(state_shardings, self.param_shardings, self.replicated),
         out_shardings=(state_shardings, self.replicated), donate_argnums=(0,))
 
