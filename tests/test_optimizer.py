@@ -36,7 +36,8 @@ def _reference(opt, params, opt_state, ema, grads_sum, num_micro):
   finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
   updates, new_state = opt.chain.update(grads, opt_state, params)
   new_params = optax.apply_updates(params, updates)
-  new_ema = optimizer.ema_update(ema, new_params, opt.cfg.ema_decay)
+  d = opt.cfg.ema_decay
+  new_ema = jax.tree.map(lambda e, p: e * d + p * (1.0 - d), ema, new_params)
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
   return (keep(new_params, params), keep(new_state, opt_state), keep(new_ema, ema), finite,
           optax.global_norm(grads))

@@ -29,7 +29,6 @@ from atoken_jax import batch as batch_lib
 from atoken_jax import sharding as sharding_lib
 from atoken_jax.train import checkpoint as ckpt_lib
 from atoken_jax.train import metrics as metrics_lib
-from atoken_jax.train import optimizer as optimizer_lib
 from atoken_jax.train import resume as resume_lib
 from atoken_jax.train import state as state_lib
 from atoken_jax.train import step as step_lib
@@ -229,8 +228,7 @@ class Loop:
         values["perf/mfu"] = work.flops / elapsed / (peak * jax.device_count())
     if work.pairs_needed and work.pairs_computed:
       values["perf/attn_computed_over_needed"] = work.pairs_computed / work.pairs_needed
-    values["train/lr"] = float(optimizer_lib.schedule(self.cfg.optim, self.cfg.total_steps)(
-        step - 1))
+    values["train/lr"] = float(self.template.optimizer.schedule(step - 1))
     mem = metrics_lib.memory_in_use_bytes()
     if mem is not None:
       values["perf/memory_gib"] = mem / 2 ** 30

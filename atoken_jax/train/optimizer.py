@@ -56,12 +56,18 @@ def _scale_by_tree(multipliers: Any) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict, params: Any,
-                   total_steps: int) -> optax.GradientTransformation:
-  """cfg: lr, end_lr, warmup_steps, b1, b2, eps, weight_decay, encoder_lr_mult, clip_norm."""
+def groups(cfg: ml_collections.ConfigDict, params: Any) -> tuple[Any, Any]:
+  """Per parameter: (weight decay applies: bool, learning-rate multiplier: float)."""
   decay_mask = jax.tree_util.tree_map_with_path(lambda p, _: decays(p), params)
   mults = jax.tree_util.tree_map_with_path(
       lambda p, _: lr_multiplier(p, cfg.encoder_lr_mult), params)
+  return decay_mask, mults
+
+
+def make_optimizer(cfg: ml_collections.ConfigDict, params: Any,
+                   total_steps: int) -> optax.GradientTransformation:
+  """cfg: lr, end_lr, warmup_steps, b1, b2, eps, weight_decay, encoder_lr_mult, clip_norm."""
+  decay_mask, mults = groups(cfg, params)
   parts = []
   if cfg.clip_norm:
     parts.append(optax.clip_by_global_norm(cfg.clip_norm))
@@ -72,15 +78,6 @@ def make_optimizer(cfg: ml_collections.ConfigDict, params: Any,
       _scale_by_tree(mults),
   ]
   return optax.chain(*parts)
-
-
-def ema_update(ema: Any, params: Any, decay: float) -> Any:
-  """ema <- decay * ema + (1 - decay) * params, in the EMA's dtype (float32)."""
-  return jax.tree.map(lambda e, p: _ema(e, p, decay), ema, params)
-
-
-def _ema(e, p, decay):
-  return e * decay + p.astype(e.dtype) * (1.0 - decay)
 
 
 def _state_index(opt_state: tuple, kind: type) -> int:
@@ -94,16 +91,14 @@ class AdamW:
   """The optimiser of every task: `init` is `make_optimizer`'s (same state tree), `apply` its
   update fused per parameter with the skip and the EMA (module docstring).
 
-  cfg: `make_optimizer`'s fields plus ema_decay.
+  cfg: `make_optimizer`'s fields plus ema_decay (ema <- decay * ema + (1 - decay) * params).
   """
 
   def __init__(self, cfg: ml_collections.ConfigDict, params: Any, total_steps: int):
     self.cfg = cfg
     self.chain = make_optimizer(cfg, params, total_steps)
     self.schedule = schedule(cfg, total_steps)
-    self.decay_mask = jax.tree_util.tree_map_with_path(lambda p, _: decays(p), params)
-    self.lr_mults = jax.tree_util.tree_map_with_path(
-        lambda p, _: lr_multiplier(p, cfg.encoder_lr_mult), params)
+    self.decay_mask, self.lr_mults = groups(cfg, params)
 
   def init(self, params: Any):
     return self.chain.init(params)
@@ -148,7 +143,8 @@ class AdamW:
         u = u + wd * p
       u = (step_size.astype(u.dtype) * u) * jnp.asarray(mult, u.dtype)
       p = keep((p + u).astype(p.dtype), p)
-      return p, mu, nu, keep(_ema(e, p, ema_decay), e)
+      # the EMA (float32) of the new parameters
+      return p, mu, nu, keep(e * ema_decay + p.astype(e.dtype) * (1.0 - ema_decay), e)
 
     out = jax.tree.map(leaf, params, grads_sum, adam.mu, adam.nu, ema, self.decay_mask,
                        self.lr_mults)
